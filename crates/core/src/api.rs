@@ -1,0 +1,283 @@
+//! The one API layer: the desktop shell's commands and the CLI's subcommands are thin
+//! calls into [`Engine`]. Results are plain serialisable DTOs; errors carry a code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::backends::{self, Backend, Limits};
+use crate::config::{BackendConfig, Config, ConfigError};
+use crate::decide::{self, DecideError, DecisionReport, DecisionRequest};
+use crate::model::{ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind};
+use crate::shutdown::Shutdown;
+use crate::store::{ActionQuery, BackendStatus, Store, StoreError};
+use crate::sync::{BackendSync, Change, SyncError, SyncSummary};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] backends::BuildError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    #[error("no action `{0}` (use `backend/id`, or an id that only one backend has)")]
+    UnknownAction(String),
+    #[error("`{id}` is ambiguous: {}", candidates.join(", "))]
+    AmbiguousAction { id: String, candidates: Vec<String> },
+}
+
+impl EngineError {
+    /// A stable code the UI and scripts can act on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Build(_) => "backend_config",
+            Self::Store(StoreError::Busy { .. }) => "store_busy",
+            Self::Store(_) => "store",
+            Self::Decide(e) => e.code(),
+            Self::UnknownAction(_) => "unknown_action",
+            Self::AmbiguousAction { .. } => "ambiguous_action",
+        }
+    }
+}
+
+/// One action with everything the detail view shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionDetail {
+    pub action: PendingAction,
+    pub timeline: Vec<TimelineEvent>,
+    pub decisions: Vec<Decision>,
+}
+
+/// Result of one `sync` pass over one backend.
+#[derive(Debug, Serialize)]
+pub struct BackendSyncReport {
+    pub backend: String,
+    pub summary: Option<SyncSummary>,
+    pub error: Option<String>,
+    pub error_code: Option<&'static str>,
+}
+
+struct BackendEntry {
+    config: BackendConfig,
+    backend: Arc<dyn Backend>,
+}
+
+/// The engine: the store, the configured backends and the change broadcast.
+pub struct Engine {
+    store: Arc<Store>,
+    backends: BTreeMap<String, BackendEntry>,
+    changes: broadcast::Sender<Change>,
+    approver: String,
+}
+
+impl Engine {
+    pub fn new(store: Store, approver: impl Into<String>) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        Self {
+            store: Arc::new(store),
+            backends: BTreeMap::new(),
+            changes,
+            approver: approver.into(),
+        }
+    }
+
+    /// Builds every backend in `config` (tokens from where the config says).
+    pub fn from_config(config: &Config, store: Store) -> Result<Self, EngineError> {
+        let approver = config
+            .approver
+            .clone()
+            .unwrap_or_else(crate::config::default_approver);
+        let mut engine = Self::new(store, approver);
+        for b in &config.backends {
+            let token = b.token()?;
+            let mut limits = Limits::default();
+            if let Some(secs) = b.timeout_secs {
+                limits.request_timeout = std::time::Duration::from_secs(secs.max(1));
+            }
+            let backend = backends::build(b, token, limits)?;
+            engine.add_backend(b.clone(), backend)?;
+        }
+        Ok(engine)
+    }
+
+    /// Adds a backend (registering it in the store).
+    pub fn add_backend(
+        &mut self,
+        config: BackendConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .register_backend(&config.name, &config.kind, &config.url)?;
+        self.backends
+            .insert(config.name.clone(), BackendEntry { config, backend });
+        Ok(())
+    }
+
+    pub fn approver(&self) -> &str {
+        &self.approver
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Subscribe to changes (new and updated actions, backend health, deliveries).
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn sync_for(&self, entry: &BackendEntry) -> BackendSync {
+        BackendSync {
+            name: entry.config.name.clone(),
+            backend: entry.backend.clone(),
+            store: self.store.clone(),
+            changes: self.changes.clone(),
+            poll_interval: entry.config.poll_interval(),
+            max_backoff: entry.config.max_backoff(),
+        }
+    }
+
+    /// Starts one sync task per backend; they run until `shutdown`.
+    pub fn spawn_sync(&self, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
+        self.backends
+            .values()
+            .map(|entry| tokio::spawn(self.sync_for(entry).run(shutdown.clone())))
+            .collect()
+    }
+
+    /// One reconciliation pass over every backend, concurrently, plus outbox delivery.
+    pub async fn sync_once(&self, now: DateTime<Utc>) -> Vec<BackendSyncReport> {
+        let passes = self.backends.values().map(|entry| async move {
+            let sync = self.sync_for(entry);
+            let result = sync.poll_once().await;
+            match &result {
+                Ok(_) => sync.mark_ok(),
+                Err(e) => sync.mark_degraded(e, std::time::Duration::ZERO),
+            }
+            decide::deliver_due(
+                &self.store,
+                &entry.config.name,
+                &*entry.backend,
+                &self.changes,
+                now,
+            )
+            .await;
+            report(&entry.config.name, result)
+        });
+        futures_util::future::join_all(passes).await
+    }
+
+    pub fn pending(&self, backend: Option<&str>) -> Result<Vec<PendingAction>, EngineError> {
+        Ok(self.store.actions(&ActionQuery {
+            backend: backend.map(str::to_owned),
+            status: Some(ActionStatus::Pending),
+            limit: None,
+        })?)
+    }
+
+    pub fn history(&self, limit: u32) -> Result<Vec<PendingAction>, EngineError> {
+        Ok(self.store.history(limit)?)
+    }
+
+    pub fn backends(&self) -> Result<Vec<BackendStatus>, EngineError> {
+        Ok(self.store.backend_statuses()?)
+    }
+
+    /// Resolves what a person typed: `backend/id`, or a bare id unique across backends.
+    pub fn resolve(&self, id: &str) -> Result<ActionKey, EngineError> {
+        if let Some((backend, ext)) = id.split_once('/') {
+            let key = ActionKey::new(backend, ext);
+            if self.store.action(&key)?.is_some() {
+                return Ok(key);
+            }
+        }
+        let mut found = Vec::new();
+        for name in self.known_backends()? {
+            let key = ActionKey::new(name, id);
+            if self.store.action(&key)?.is_some() {
+                found.push(key);
+            }
+        }
+        match found.len() {
+            0 => Err(EngineError::UnknownAction(id.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(EngineError::AmbiguousAction {
+                id: id.to_owned(),
+                candidates: found.iter().map(ToString::to_string).collect(),
+            }),
+        }
+    }
+
+    fn known_backends(&self) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .store
+            .backend_statuses()?
+            .into_iter()
+            .map(|b| b.name)
+            .collect())
+    }
+
+    pub fn detail(&self, key: &ActionKey) -> Result<ActionDetail, EngineError> {
+        let action = self
+            .store
+            .action(key)?
+            .ok_or_else(|| EngineError::UnknownAction(key.to_string()))?;
+        Ok(ActionDetail {
+            timeline: self.store.timeline(key)?,
+            decisions: self.store.decisions(key)?,
+            action,
+        })
+    }
+
+    /// Records that the person opened this action (a local timeline event).
+    pub fn record_viewed(&self, key: &ActionKey, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let event = TimelineEvent::local(
+            now,
+            TimelineKind::Viewed,
+            Some(self.approver.clone()),
+            format!("Viewed by {}", self.approver),
+        );
+        self.store.append_timeline(key, &[event])?;
+        let _ = self.changes.send(Change::Timeline { key: key.clone() });
+        Ok(())
+    }
+
+    /// Runs the just-in-time decision pipeline.
+    pub async fn decide(
+        &self,
+        request: DecisionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<DecisionReport, EngineError> {
+        let entry = self
+            .backends
+            .get(&request.action.backend)
+            .ok_or_else(|| DecideError::UnknownBackend(request.action.backend.clone()))?;
+        Ok(decide::decide(&self.store, &*entry.backend, &self.changes, request, now).await?)
+    }
+}
+
+fn report(name: &str, result: Result<SyncSummary, SyncError>) -> BackendSyncReport {
+    match result {
+        Ok(summary) => BackendSyncReport {
+            backend: name.to_owned(),
+            summary: Some(summary),
+            error: None,
+            error_code: None,
+        },
+        Err(e) => BackendSyncReport {
+            backend: name.to_owned(),
+            summary: None,
+            error_code: Some(e.code()),
+            error: Some(e.to_string()),
+        },
+    }
+}

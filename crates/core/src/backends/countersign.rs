@@ -1,0 +1,353 @@
+//! The open protocol v1 backend (docs/protocol.md): list with ETag, fetch, decide with
+//! an idempotency key, and an SSE event stream resumed by `Last-Event-ID`.
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+
+use super::http::{self, Answer};
+use super::{
+    Backend, BackendError, BackendEvent, BuildError, Capabilities, DecisionDelivery,
+    DeliveryOutcome, EventStream, Limits, ListOutcome, SyncCursor,
+};
+use crate::model::{
+    ActionKey, EventSource, PendingAction, RemoteAction, TimelineEvent, TimelineKind,
+};
+use crate::protocol::{
+    ActionList, DecisionAnswer, DecisionBody, ErrorBody, TimelineAppended, WireAction,
+    WireTimelineEvent, EVENT_ACTION_CREATED, EVENT_ACTION_UPDATED, EVENT_TIMELINE_APPENDED,
+};
+use crate::sse::SseParser;
+
+pub const KIND: &str = "countersign";
+
+pub struct OpenProtocol {
+    name: String,
+    base: String,
+    token: Option<String>,
+    limits: Limits,
+    client: reqwest::Client,
+}
+
+impl OpenProtocol {
+    pub fn new(
+        name: &str,
+        url: &str,
+        token: Option<String>,
+        limits: Limits,
+    ) -> Result<Self, BuildError> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(BuildError::Invalid {
+                name: name.to_owned(),
+                detail: format!("url `{url}` must start with http:// or https://"),
+            });
+        }
+        let client = http::client(&limits).map_err(|detail| BuildError::Invalid {
+            name: name.to_owned(),
+            detail,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            base,
+            token,
+            limits,
+            client,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
+    /// Maps a non-2xx answer to an error, reading the protocol's error body if present.
+    fn error(&self, url: &str, answer: &Answer) -> BackendError {
+        if let Some(e) = http::common_error(url, answer) {
+            return e;
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&answer.body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| http::snippet(&answer.body));
+        if answer.status == StatusCode::NOT_FOUND {
+            return BackendError::NotFound(format!("{url}: {message}"));
+        }
+        BackendError::Http {
+            url: url.to_owned(),
+            status: answer.status.as_u16(),
+            message,
+        }
+    }
+}
+
+/// Converts a wire action, checking that the server's hash is the one we compute.
+fn to_remote(backend: &str, url: &str, wire: WireAction) -> Result<RemoteAction, BackendError> {
+    let action = PendingAction::new(ActionKey::new(backend, &wire.id), wire.snapshot);
+    // The server's hash must be ours: otherwise a decision would bind something
+    // other than what the person saw.
+    if action.snapshot_hash != wire.snapshot_hash {
+        return Err(BackendError::Malformed {
+            url: url.to_owned(),
+            field: "snapshot_hash".into(),
+            detail: format!(
+                "server says {} but the fields hash to {}",
+                wire.snapshot_hash.short(),
+                action.snapshot_hash.short()
+            ),
+        });
+    }
+    let timeline = wire.timeline.into_iter().map(timeline_event).collect();
+    Ok(RemoteAction { action, timeline })
+}
+
+fn timeline_event(e: WireTimelineEvent) -> TimelineEvent {
+    TimelineEvent {
+        at: e.at,
+        source: EventSource::Backend,
+        kind: TimelineKind::parse(&e.kind),
+        actor: e.actor,
+        text: e.text,
+        external_id: Some(e.id),
+    }
+}
+
+#[async_trait]
+impl Backend for OpenProtocol {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: true,
+            fetch: true,
+            decide: true,
+            subscribe: true,
+        }
+    }
+
+    async fn list_pending(&self, cursor: &SyncCursor) -> Result<ListOutcome, BackendError> {
+        let url = self.url("/actions?status=pending");
+        let mut request = self.authorized(self.client.get(&url));
+        if let Some(etag) = &cursor.etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        let answer = http::send(&url, &self.limits, request).await?;
+        if answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(ListOutcome::NotModified);
+        }
+        if !answer.status.is_success() {
+            return Err(self.error(&url, &answer));
+        }
+        let list: ActionList = http::decode(&url, &answer.body)?;
+        let etag = answer
+            .headers
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let actions = list
+            .actions
+            .into_iter()
+            .map(|w| to_remote(&self.name, &url, w))
+            .collect::<Result<_, _>>()?;
+        Ok(ListOutcome::Listed {
+            actions,
+            etag,
+            cursor: list.cursor,
+        })
+    }
+
+    async fn fetch(&self, external_id: &str) -> Result<RemoteAction, BackendError> {
+        let url = self.url(&format!("/actions/{}", path_segment(external_id)));
+        let answer = http::send(&url, &self.limits, self.authorized(self.client.get(&url))).await?;
+        if !answer.status.is_success() {
+            return Err(self.error(&url, &answer));
+        }
+        let wire: WireAction = http::decode(&url, &answer.body)?;
+        to_remote(&self.name, &url, wire)
+    }
+
+    async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError> {
+        let d = &delivery.decision;
+        let url = self.url(&format!(
+            "/actions/{}/decision",
+            path_segment(&d.action.external_id)
+        ));
+        let body = DecisionBody {
+            verdict: d.verdict,
+            reason: d.reason.clone(),
+            snapshot_hash: d.snapshot_hash.clone(),
+            decided_at: d.decided_at,
+            approver: d.approver.clone(),
+            idempotency_key: d.idempotency_key.clone(),
+            public_key: delivery.public_key.clone(),
+            signature: d.signature.clone(),
+        };
+        let request = self.authorized(self.client.post(&url)).json(&body);
+        let answer = http::send(&url, &self.limits, request).await?;
+        if answer.status.is_success() {
+            let answer: DecisionAnswer = http::decode(&url, &answer.body)?;
+            let action = to_remote(&self.name, &url, answer.action)?;
+            return Ok(DeliveryOutcome::Delivered {
+                action: Some(action),
+            });
+        }
+        let error = serde_json::from_slice::<ErrorBody>(&answer.body).ok();
+        match (answer.status, error) {
+            (StatusCode::CONFLICT, Some(body)) if body.error.code == "stale_snapshot" => {
+                Ok(DeliveryOutcome::Stale {
+                    current_snapshot_hash: body.error.current_snapshot_hash.unwrap_or_default(),
+                })
+            }
+            (StatusCode::CONFLICT, Some(body)) if body.error.code == "not_pending" => {
+                Ok(DeliveryOutcome::NotPending {
+                    status: body.error.status.unwrap_or_else(|| "unknown".into()),
+                })
+            }
+            (StatusCode::GONE, _) => Ok(DeliveryOutcome::Expired),
+            (status, Some(body))
+                if status.is_client_error()
+                    && status != StatusCode::UNAUTHORIZED
+                    && status != StatusCode::TOO_MANY_REQUESTS
+                    && status != StatusCode::REQUEST_TIMEOUT =>
+            {
+                Ok(DeliveryOutcome::Rejected {
+                    reason: format!("{} ({})", body.error.message, body.error.code),
+                })
+            }
+            _ => Err(self.error(&url, &answer)),
+        }
+    }
+
+    async fn subscribe(&self, last_event_id: Option<String>) -> Result<EventStream, BackendError> {
+        let url = self.url("/events");
+        let mut request = self
+            .authorized(self.client.get(&url))
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = &last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = tokio::time::timeout(self.limits.request_timeout, request.send())
+            .await
+            .map_err(|_| BackendError::Timeout {
+                url: url.clone(),
+                secs: self.limits.request_timeout.as_secs(),
+            })?
+            .map_err(|e| http::transport_error(&url, &self.limits, &e))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = tokio::time::timeout(self.limits.request_timeout, response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(self.error(
+                &url,
+                &Answer {
+                    status,
+                    headers,
+                    body,
+                },
+            ));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let limits = self.limits;
+        let backend = self.name.clone();
+        tokio::spawn(async move {
+            let mut parser = SseParser::new(limits.max_event_bytes);
+            let mut body = response.bytes_stream();
+            loop {
+                let chunk =
+                    match tokio::time::timeout(limits.stream_idle_timeout, body.next()).await {
+                        Err(_) => Err(BackendError::Timeout {
+                            url: url.clone(),
+                            secs: limits.stream_idle_timeout.as_secs(),
+                        }),
+                        Ok(None) => Err(BackendError::Unreachable {
+                            url: url.clone(),
+                            detail: "event stream closed by the server".into(),
+                        }),
+                        Ok(Some(Err(e))) => Err(http::transport_error(&url, &limits, &e)),
+                        Ok(Some(Ok(chunk))) => Ok(chunk),
+                    };
+                let events = chunk.and_then(|chunk| {
+                    parser.feed(&chunk).map_err(|e| BackendError::Malformed {
+                        url: url.clone(),
+                        field: "(event stream)".into(),
+                        detail: e.to_string(),
+                    })
+                });
+                let events = match events {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for event in events {
+                    let item = parse_event(&backend, &url, event);
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+fn parse_event(
+    backend: &str,
+    url: &str,
+    event: crate::sse::SseEvent,
+) -> Result<BackendEvent, BackendError> {
+    let event_id = event.id;
+    match event.event.as_str() {
+        EVENT_ACTION_CREATED | EVENT_ACTION_UPDATED => {
+            let wire: WireAction = http::decode(url, event.data.as_bytes())?;
+            Ok(BackendEvent::Upsert {
+                event_id,
+                action: to_remote(backend, url, wire)?,
+            })
+        }
+        EVENT_TIMELINE_APPENDED => {
+            let appended: TimelineAppended = http::decode(url, event.data.as_bytes())?;
+            Ok(BackendEvent::TimelineAppended {
+                event_id,
+                external_id: appended.action_id,
+                event: timeline_event(appended.event),
+            })
+        }
+        _ => Ok(BackendEvent::Ignored { event_id }),
+    }
+}
+
+/// Percent-encodes an id for use as one path segment.
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_encoded_as_one_path_segment() {
+        assert_eq!(path_segment("a/b c?d"), "a%2Fb%20c%3Fd");
+        assert_eq!(path_segment("act_01-x.y~z"), "act_01-x.y~z");
+    }
+}

@@ -1,0 +1,154 @@
+//! Bounded HTTP for backends: every request has a deadline, every body a size cap,
+//! and every JSON error names the field.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::{BackendError, Limits};
+
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub(crate) fn client(limits: &Limits) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(limits.connect_timeout)
+        // Event streams have no overall deadline; they are bounded by idle time instead.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(crate) fn transport_error(url: &str, limits: &Limits, e: &reqwest::Error) -> BackendError {
+    if e.is_timeout() {
+        BackendError::Timeout {
+            url: url.to_owned(),
+            secs: limits.request_timeout.as_secs(),
+        }
+    } else {
+        // reqwest's Display hides the cause ("error sending request"); the chain says why.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        BackendError::Unreachable {
+            url: url.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// Sends a request and reads the whole body, within the request deadline and the size cap.
+pub(crate) async fn send(
+    url: &str,
+    limits: &Limits,
+    request: RequestBuilder,
+) -> Result<Answer, BackendError> {
+    let work = async {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(url, limits, &e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(len) = response.content_length() {
+            if len > limits.max_body_bytes as u64 {
+                return Err(BackendError::TooLarge {
+                    url: url.to_owned(),
+                    limit: limits.max_body_bytes,
+                });
+            }
+        }
+        let mut body = BytesMut::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport_error(url, limits, &e))?;
+            if body.len() + chunk.len() > limits.max_body_bytes {
+                return Err(BackendError::TooLarge {
+                    url: url.to_owned(),
+                    limit: limits.max_body_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    };
+    tokio::time::timeout(limits.request_timeout, work)
+        .await
+        .map_err(|_| BackendError::Timeout {
+            url: url.to_owned(),
+            secs: limits.request_timeout.as_secs(),
+        })?
+}
+
+/// Decodes JSON, naming the path of the first field that does not fit.
+pub(crate) fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, BackendError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        BackendError::Malformed {
+            url: url.to_owned(),
+            field: if path == "." { "(body)".into() } else { path },
+            detail: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from APIs; treated as absent).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Maps the statuses every backend treats alike; `None` leaves the answer to the caller.
+pub(crate) fn common_error(url: &str, answer: &Answer) -> Option<BackendError> {
+    let status = answer.status;
+    if status == StatusCode::UNAUTHORIZED {
+        return Some(BackendError::Unauthorized {
+            url: url.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after(&answer.headers).is_some())
+    {
+        return Some(BackendError::RateLimited {
+            url: url.to_owned(),
+            retry_after: retry_after(&answer.headers).unwrap_or(Duration::from_secs(60)),
+        });
+    }
+    if status.is_server_error() {
+        return Some(BackendError::Http {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            message: snippet(&answer.body),
+        });
+    }
+    None
+}
+
+/// The start of a body, as text, for error messages.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.chars().filter(|c| !c.is_control()).collect()
+}

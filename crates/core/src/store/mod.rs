@@ -1,0 +1,982 @@
+//! The local cache and log: one SQLite file (WAL, foreign keys on, versioned schema).
+//!
+//! Writers hold one connection behind a mutex; SQLite calls are short, so callers on
+//! async tasks call straight in. Every method that records something a person did
+//! writes it together with its timeline event in one transaction.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::backends::SyncCursor;
+use crate::model::{
+    ActionKey, ActionKind, ActionSnapshot, ActionStatus, Decision, DeliveryState, EventSource,
+    PendingAction, RemoteAction, TimelineEvent, TimelineKind, Verdict,
+};
+use crate::snapshot::{format_millis, SnapshotHash};
+
+pub const DB_FILE: &str = "countersign.db";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("{path} is not a Countersign database (not SQLite); it was left untouched")]
+    NotADatabase { path: PathBuf },
+    #[error(
+        "{path} was written by a newer Countersign (schema {found}, this build knows {supported}); \
+         it was left untouched: upgrade Countersign or point --data-dir elsewhere"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database {path} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database {path} is busy (another process holds a lock): {detail}")]
+    Busy { path: PathBuf, detail: String },
+    #[error("database {path}: {detail}")]
+    Sqlite { path: PathBuf, detail: String },
+    #[error("database {path}: bad value in {column}: {detail}")]
+    Decode {
+        path: PathBuf,
+        column: &'static str,
+        detail: String,
+    },
+    #[error("unknown backend `{0}`")]
+    UnknownBackend(String),
+    #[error("unknown action `{0}`")]
+    UnknownAction(String),
+}
+
+/// One open database.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// What storing an action from a backend changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionChange {
+    Created,
+    /// Its snapshot (what a person sees) changed.
+    Updated,
+    /// Same snapshot; maybe new timeline events.
+    Unchanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    pub key: ActionKey,
+    pub change: ActionChange,
+    pub new_events: usize,
+}
+
+/// A backend's health as the sync task last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    /// `starting`, `ok` or `degraded`.
+    pub status: String,
+    pub last_error: Option<String>,
+    pub last_error_code: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_ok_at: Option<DateTime<Utc>>,
+    pub pending: u64,
+}
+
+/// A decision waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct QueuedDecision {
+    pub id: i64,
+    pub attempts: u32,
+    pub decision: Decision,
+}
+
+/// Filter for listing actions.
+#[derive(Debug, Clone, Default)]
+pub struct ActionQuery {
+    pub backend: Option<String>,
+    /// `None` lists every status (history).
+    pub status: Option<ActionStatus>,
+    pub limit: Option<u32>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `countersign.db` in `data_dir`.
+    pub fn open_in_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Self::open(&data_dir.join(DB_FILE))
+    }
+
+    /// Opens a database file. A file that is not SQLite, or that a newer version wrote,
+    /// is refused before anything is written to it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_header(path)?;
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Self::init(path.to_owned(), conn)
+    }
+
+    /// A private in-memory database, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        Self::init(path, conn)
+    }
+
+    fn init(path: PathBuf, mut conn: Connection) -> Result<Self, StoreError> {
+        let err = |e: rusqlite::Error| map_err(&path, e);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let supported = schema::MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::NewerSchema {
+                path,
+                found: version,
+                supported,
+            });
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        // FULL: a decision acknowledged to the person survives power loss, not only a crash.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err)?;
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions
+        // roll back on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        map_err(&self.path, e)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    // ---- backends -------------------------------------------------------------------
+
+    /// Registers (or updates) a configured backend; returns its row id.
+    pub fn register_backend(&self, name: &str, kind: &str, url: &str) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO backends (name, kind, url) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, url = excluded.url",
+                params![name, kind, url],
+            )
+            .map_err(|e| self.err(e))?;
+            backend_id(tx, name)
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| StoreError::UnknownBackend(name.into()))
+        })
+    }
+
+    pub fn sync_cursor(&self, backend: &str) -> Result<SyncCursor, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT etag, cursor, last_event_id FROM backends WHERE name = ?1",
+                [backend],
+                |r| {
+                    Ok(SyncCursor {
+                        etag: r.get(0)?,
+                        cursor: r.get(1)?,
+                        last_event_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::UnknownBackend(backend.into()))
+    }
+
+    pub fn save_sync_cursor(&self, backend: &str, cursor: &SyncCursor) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE backends SET etag = ?2, cursor = ?3, last_event_id = ?4 WHERE name = ?1",
+                params![backend, cursor.etag, cursor.cursor, cursor.last_event_id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a successful exchange; returns true when the backend was not `ok` before.
+    pub fn mark_backend_ok(&self, backend: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let was: Option<String> = conn
+            .query_row(
+                "SELECT status FROM backends WHERE name = ?1",
+                [backend],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        conn.execute(
+            "UPDATE backends SET status = 'ok', last_ok_at = ?2, next_retry_at = NULL WHERE name = ?1",
+            params![backend, format_millis(&now)],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(was.as_deref() != Some("ok"))
+    }
+
+    pub fn mark_backend_degraded(
+        &self,
+        backend: &str,
+        code: &str,
+        error: &str,
+        next_retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE backends SET status = 'degraded', last_error = ?2, last_error_code = ?3,
+                 last_error_at = ?4, next_retry_at = ?5 WHERE name = ?1",
+                params![
+                    backend,
+                    error,
+                    code,
+                    format_millis(&now),
+                    format_millis(&next_retry_at)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn backend_statuses(&self) -> Result<Vec<BackendStatus>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT b.name, b.kind, b.url, b.status, b.last_error, b.last_error_code,
+                        b.last_error_at, b.next_retry_at, b.last_ok_at,
+                        (SELECT count(*) FROM actions a WHERE a.backend_id = b.id AND a.status = 'pending')
+                 FROM backends b ORDER BY b.name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(BackendStatus {
+                    name: r.get(0)?,
+                    kind: r.get(1)?,
+                    url: r.get(2)?,
+                    status: r.get(3)?,
+                    last_error: r.get(4)?,
+                    last_error_code: r.get(5)?,
+                    last_error_at: opt_time(r, 6)?,
+                    next_retry_at: opt_time(r, 7)?,
+                    last_ok_at: opt_time(r, 8)?,
+                    pending: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    // ---- actions and their timeline ---------------------------------------------------
+
+    /// Stores what a backend reported, all in one transaction: the actions (a new
+    /// snapshot is kept for later diffs) and any timeline events not seen before.
+    pub fn apply_remote(
+        &self,
+        backend: &str,
+        actions: &[RemoteAction],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<StoredChange>, StoreError> {
+        self.write(|tx| {
+            let backend_id = backend_id(tx, backend)
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| StoreError::UnknownBackend(backend.into()))?;
+            let mut out = Vec::with_capacity(actions.len());
+            for remote in actions {
+                let (action_id, change) =
+                    self.upsert_action(tx, backend_id, &remote.action, now)?;
+                let mut new_events = 0;
+                for event in &remote.timeline {
+                    new_events += self.insert_event(tx, action_id, event)?;
+                }
+                out.push(StoredChange {
+                    key: remote.action.key.clone(),
+                    change,
+                    new_events,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn upsert_action(
+        &self,
+        tx: &Transaction<'_>,
+        backend_id: i64,
+        action: &PendingAction,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, ActionChange), StoreError> {
+        let s = &action.snapshot;
+        let existing: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, snapshot_hash FROM actions WHERE backend_id = ?1 AND external_id = ?2",
+                params![backend_id, action.key.external_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let details = serde_json::to_string(&s.details).unwrap_or_default();
+        let reviews = serde_json::to_string(&s.reviews).unwrap_or_default();
+        let now_s = format_millis(&now);
+        let (id, change) = match existing {
+            Some((id, hash)) if hash == action.snapshot_hash.0 => (id, ActionChange::Unchanged),
+            Some((id, _)) => {
+                tx.execute(
+                    "UPDATE actions SET kind = ?2, title = ?3, summary = ?4, requester = ?5,
+                        requested_at = ?6, expires_at = ?7, resource = ?8, details_json = ?9,
+                        approvals_required = ?10, reviews_json = ?11, status = ?12, web_url = ?13,
+                        snapshot_hash = ?14, updated_at = ?15
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        s.kind.as_str(),
+                        s.title,
+                        s.summary,
+                        s.requester,
+                        format_millis(&s.requested_at),
+                        s.expires_at.as_ref().map(format_millis),
+                        s.resource,
+                        details,
+                        s.approvals_required,
+                        reviews,
+                        s.status.as_str(),
+                        s.web_url,
+                        action.snapshot_hash.0,
+                        now_s,
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+                (id, ActionChange::Updated)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,
+                        requested_at, expires_at, resource, details_json, approvals_required,
+                        reviews_json, status, web_url, snapshot_hash, first_seen_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                    params![
+                        backend_id,
+                        action.key.external_id,
+                        s.kind.as_str(),
+                        s.title,
+                        s.summary,
+                        s.requester,
+                        format_millis(&s.requested_at),
+                        s.expires_at.as_ref().map(format_millis),
+                        s.resource,
+                        details,
+                        s.approvals_required,
+                        reviews,
+                        s.status.as_str(),
+                        s.web_url,
+                        action.snapshot_hash.0,
+                        now_s,
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+                (tx.last_insert_rowid(), ActionChange::Created)
+            }
+        };
+        if change != ActionChange::Unchanged {
+            tx.execute(
+                "INSERT OR IGNORE INTO snapshots (action_id, snapshot_hash, snapshot_json, first_seen_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    id,
+                    action.snapshot_hash.0,
+                    serde_json::to_string(s).unwrap_or_default(),
+                    now_s
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok((id, change))
+    }
+
+    /// Inserts one timeline event; 0 when a backend event with that id is already stored.
+    fn insert_event(
+        &self,
+        tx: &Transaction<'_>,
+        action_id: i64,
+        event: &TimelineEvent,
+    ) -> Result<usize, StoreError> {
+        tx.execute(
+            "INSERT OR IGNORE INTO timeline_events (action_id, at, source, kind, actor, text, external_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                action_id,
+                format_millis(&event.at),
+                event.source.as_str(),
+                event.kind.as_str(),
+                event.actor,
+                event.text,
+                event.external_id,
+            ],
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// Appends timeline events to a stored action. Unknown action → `UnknownAction`.
+    pub fn append_timeline(
+        &self,
+        key: &ActionKey,
+        events: &[TimelineEvent],
+    ) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let id = self.action_id(tx, key)?;
+            let mut n = 0;
+            for e in events {
+                n += self.insert_event(tx, id, e)?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn action_id(&self, conn: &Connection, key: &ActionKey) -> Result<i64, StoreError> {
+        conn.query_row(
+            "SELECT a.id FROM actions a JOIN backends b ON b.id = a.backend_id
+             WHERE b.name = ?1 AND a.external_id = ?2",
+            params![key.backend, key.external_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.err(e))?
+        .ok_or_else(|| StoreError::UnknownAction(key.to_string()))
+    }
+
+    pub fn action(&self, key: &ActionKey) -> Result<Option<PendingAction>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("{ACTION_SELECT} WHERE b.name = ?1 AND a.external_id = ?2");
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![key.backend, key.external_id])
+            .map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => Ok(Some(self.action_from_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Actions matching `query`, soonest expiry first (never-expiring ones last).
+    pub fn actions(&self, query: &ActionQuery) -> Result<Vec<PendingAction>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "{ACTION_SELECT} WHERE (?1 IS NULL OR b.name = ?1) AND (?2 IS NULL OR a.status = ?2)
+             ORDER BY a.expires_at IS NULL, a.expires_at, a.requested_at, a.id LIMIT ?3"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![
+                query.backend,
+                query.status.map(ActionStatus::as_str),
+                query.limit.map_or(-1, i64::from)
+            ])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.action_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Every action ever seen, newest request first.
+    pub fn history(&self, limit: u32) -> Result<Vec<PendingAction>, StoreError> {
+        let conn = self.conn();
+        let sql = format!("{ACTION_SELECT} ORDER BY a.requested_at DESC, a.id DESC LIMIT ?1");
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([limit]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.action_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// External ids of this backend's actions that the store still thinks are pending.
+    pub fn open_external_ids(&self, backend: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT a.external_id FROM actions a JOIN backends b ON b.id = a.backend_id
+                 WHERE b.name = ?1 AND a.status = 'pending' ORDER BY a.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([backend], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Marks an action with a status the backend no longer reports (it vanished).
+    pub fn set_status(
+        &self,
+        key: &ActionKey,
+        status: ActionStatus,
+        event: &TimelineEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let id = self.action_id(tx, key)?;
+            tx.execute(
+                "UPDATE actions SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, status.as_str(), format_millis(&now)],
+            )
+            .map_err(|e| self.err(e))?;
+            self.insert_event(tx, id, event)?;
+            Ok(())
+        })
+    }
+
+    /// The timeline: backend and local events merged in time order.
+    pub fn timeline(&self, key: &ActionKey) -> Result<Vec<TimelineEvent>, StoreError> {
+        let conn = self.conn();
+        let id = self.action_id(&conn, key)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at, source, kind, actor, text, external_id FROM timeline_events
+                 WHERE action_id = ?1 ORDER BY at, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([id]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let source: String = r.get(1).map_err(|e| self.err(e))?;
+            let kind: String = r.get(2).map_err(|e| self.err(e))?;
+            out.push(TimelineEvent {
+                at: self.time(r, 0, "timeline_events.at")?,
+                source: if source == "local" {
+                    EventSource::Local
+                } else {
+                    EventSource::Backend
+                },
+                kind: TimelineKind::parse(&kind),
+                actor: r.get(3).map_err(|e| self.err(e))?,
+                text: r.get(4).map_err(|e| self.err(e))?,
+                external_id: r.get(5).map_err(|e| self.err(e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A snapshot of this action that was seen before, by its hash.
+    pub fn snapshot(
+        &self,
+        key: &ActionKey,
+        hash: &SnapshotHash,
+    ) -> Result<Option<ActionSnapshot>, StoreError> {
+        let conn = self.conn();
+        let id = self.action_id(&conn, key)?;
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT snapshot_json FROM snapshots WHERE action_id = ?1 AND snapshot_hash = ?2",
+                params![id, hash.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Decode {
+                path: self.path.clone(),
+                column: "snapshots.snapshot_json",
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    fn action_from_row(&self, r: &Row<'_>) -> Result<PendingAction, StoreError> {
+        let get_s = |i: usize| -> Result<String, StoreError> { r.get(i).map_err(|e| self.err(e)) };
+        let status_s = get_s(10)?;
+        let snapshot = ActionSnapshot {
+            kind: ActionKind::parse(&get_s(2)?),
+            title: get_s(3)?,
+            summary: get_s(4)?,
+            requester: get_s(5)?,
+            requested_at: self.time(r, 6, "actions.requested_at")?,
+            expires_at: self.opt_time(r, 7, "actions.expires_at")?,
+            resource: get_s(8)?,
+            details: self.json(r, 9, "actions.details_json")?,
+            approvals_required: r.get(11).map_err(|e| self.err(e))?,
+            reviews: self.json(r, 12, "actions.reviews_json")?,
+            status: ActionStatus::parse(&status_s).ok_or_else(|| StoreError::Decode {
+                path: self.path.clone(),
+                column: "actions.status",
+                detail: format!("unknown status `{status_s}`"),
+            })?,
+            web_url: r.get(13).map_err(|e| self.err(e))?,
+        };
+        Ok(PendingAction {
+            key: ActionKey::new(get_s(0)?, get_s(1)?),
+            snapshot,
+            snapshot_hash: SnapshotHash(get_s(14)?),
+        })
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        r: &Row<'_>,
+        i: usize,
+        column: &'static str,
+    ) -> Result<T, StoreError> {
+        let s: String = r.get(i).map_err(|e| self.err(e))?;
+        serde_json::from_str(&s).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            column,
+            detail: e.to_string(),
+        })
+    }
+
+    fn time(
+        &self,
+        r: &Row<'_>,
+        i: usize,
+        column: &'static str,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        self.opt_time(r, i, column)?
+            .ok_or_else(|| StoreError::Decode {
+                path: self.path.clone(),
+                column,
+                detail: "missing timestamp".into(),
+            })
+    }
+
+    fn opt_time(
+        &self,
+        r: &Row<'_>,
+        i: usize,
+        column: &'static str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let s: Option<String> = r.get(i).map_err(|e| self.err(e))?;
+        s.map(|s| {
+            parse_time(&s).ok_or_else(|| StoreError::Decode {
+                path: self.path.clone(),
+                column,
+                detail: format!("`{s}` is not an RFC 3339 time"),
+            })
+        })
+        .transpose()
+    }
+
+    // ---- decisions and the outbox -----------------------------------------------------
+
+    /// Records a decision, queues it for delivery and notes it on the timeline, atomically.
+    /// Returns the decision's row id.
+    pub fn record_decision(
+        &self,
+        decision: &Decision,
+        event: &TimelineEvent,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.write(|tx| {
+            let action_id = self.action_id(tx, &decision.action)?;
+            tx.execute(
+                "INSERT INTO decisions (action_id, verdict, reason, decided_at, approver, snapshot_hash,
+                    idempotency_key, key_fingerprint, signature, delivery_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')",
+                params![
+                    action_id,
+                    decision.verdict.as_str(),
+                    decision.reason,
+                    format_millis(&decision.decided_at),
+                    decision.approver,
+                    decision.snapshot_hash.0,
+                    decision.idempotency_key,
+                    decision.key_fingerprint,
+                    decision.signature,
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO outbox (decision_id, next_attempt_at) VALUES (?1, ?2)",
+                params![id, format_millis(&now)],
+            )
+            .map_err(|e| self.err(e))?;
+            self.insert_event(tx, action_id, event)?;
+            Ok(id)
+        })
+    }
+
+    /// Decisions on one action, oldest first.
+    pub fn decisions(&self, key: &ActionKey) -> Result<Vec<Decision>, StoreError> {
+        let conn = self.conn();
+        let id = self.action_id(&conn, key)?;
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} {DECISION_FROM} WHERE d.action_id = ?1 ORDER BY d.id"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([id]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.decision_from_row(r)?.1);
+        }
+        Ok(out)
+    }
+
+    /// Outbox entries due at `now`, for one backend or all, oldest first.
+    pub fn due_deliveries(
+        &self,
+        backend: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueuedDecision>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS}, o.attempts {DECISION_FROM}
+             JOIN outbox o ON o.decision_id = d.id
+             WHERE (?1 IS NULL OR b.name = ?1) AND o.next_attempt_at <= ?2 ORDER BY d.id"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![backend, format_millis(&now)])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let (id, decision) = self.decision_from_row(r)?;
+            out.push(QueuedDecision {
+                id,
+                attempts: r.get(DECISION_COLUMN_COUNT).map_err(|e| self.err(e))?,
+                decision,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a final delivery result: the decision's state, out of the outbox, and a
+    /// timeline event, in one transaction. Returns false (and changes nothing) when the
+    /// decision was no longer queued, so a result is never recorded twice.
+    pub fn record_delivery(
+        &self,
+        decision_id: i64,
+        state: &DeliveryState,
+        event: &TimelineEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let action_id: Option<i64> = tx
+                .query_row(
+                    "SELECT d.action_id FROM decisions d JOIN outbox o ON o.decision_id = d.id
+                     WHERE d.id = ?1",
+                    [decision_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let Some(action_id) = action_id else {
+                return Ok(false);
+            };
+            let detail = match state {
+                DeliveryState::Rejected { reason } => Some(reason.clone()),
+                DeliveryState::Stale {
+                    current_snapshot_hash,
+                } => Some(current_snapshot_hash.clone()),
+                _ => None,
+            };
+            tx.execute(
+                "UPDATE decisions SET delivery_state = ?2, delivery_detail = ?3, delivered_at = ?4 WHERE id = ?1",
+                params![decision_id, state.as_str(), detail, format_millis(&now)],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute("DELETE FROM outbox WHERE decision_id = ?1", [decision_id])
+                .map_err(|e| self.err(e))?;
+            self.insert_event(tx, action_id, event)?;
+            Ok(true)
+        })
+    }
+
+    /// Notes a failed attempt; the entry stays queued until `next_attempt_at`.
+    pub fn record_delivery_retry(
+        &self,
+        decision_id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                 WHERE decision_id = ?1",
+                params![decision_id, error, format_millis(&next_attempt_at)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn decision_from_row(&self, r: &Row<'_>) -> Result<(i64, Decision), StoreError> {
+        let get_s = |i: usize| -> Result<String, StoreError> { r.get(i).map_err(|e| self.err(e)) };
+        let verdict_s = get_s(3)?;
+        let state = get_s(11)?;
+        let detail: Option<String> = r.get(12).map_err(|e| self.err(e))?;
+        let delivery = match state.as_str() {
+            "queued" => DeliveryState::Queued,
+            "delivered" => DeliveryState::Delivered,
+            "rejected" => DeliveryState::Rejected {
+                reason: detail.unwrap_or_default(),
+            },
+            "stale" => DeliveryState::Stale {
+                current_snapshot_hash: detail.unwrap_or_default(),
+            },
+            "expired" => DeliveryState::Expired,
+            other => {
+                return Err(StoreError::Decode {
+                    path: self.path.clone(),
+                    column: "decisions.delivery_state",
+                    detail: format!("unknown state `{other}`"),
+                })
+            }
+        };
+        Ok((
+            r.get(0).map_err(|e| self.err(e))?,
+            Decision {
+                action: ActionKey::new(get_s(1)?, get_s(2)?),
+                verdict: Verdict::parse(&verdict_s).ok_or_else(|| StoreError::Decode {
+                    path: self.path.clone(),
+                    column: "decisions.verdict",
+                    detail: format!("unknown verdict `{verdict_s}`"),
+                })?,
+                reason: get_s(4)?,
+                decided_at: self.time(r, 5, "decisions.decided_at")?,
+                approver: get_s(6)?,
+                snapshot_hash: SnapshotHash(get_s(7)?),
+                idempotency_key: get_s(8)?,
+                key_fingerprint: r.get(9).map_err(|e| self.err(e))?,
+                signature: r.get(10).map_err(|e| self.err(e))?,
+                delivery,
+            },
+        ))
+    }
+}
+
+const ACTION_SELECT: &str = "SELECT b.name, a.external_id, a.kind, a.title, a.summary, a.requester,
+        a.requested_at, a.expires_at, a.resource, a.details_json, a.status, a.approvals_required,
+        a.reviews_json, a.web_url, a.snapshot_hash
+    FROM actions a JOIN backends b ON b.id = a.backend_id";
+
+/// Columns read by `decision_from_row`, in its order.
+const DECISION_COLUMNS: &str = "d.id, b.name, a.external_id, d.verdict, d.reason, d.decided_at,
+        d.approver, d.snapshot_hash, d.idempotency_key, d.key_fingerprint, d.signature,
+        d.delivery_state, d.delivery_detail";
+const DECISION_COLUMN_COUNT: usize = 13;
+const DECISION_FROM: &str = "FROM decisions d
+    JOIN actions a ON a.id = d.action_id JOIN backends b ON b.id = a.backend_id";
+
+fn backend_id(conn: &Connection, name: &str) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row("SELECT id FROM backends WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn opt_time(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = r.get(i)?;
+    Ok(s.as_deref().and_then(parse_time))
+}
+
+/// Refuses a non-empty file that does not start with SQLite's magic, without opening it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })
+        }
+    };
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path: path.to_owned(),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+    if n == 0 || &head[..n] == &b"SQLite format 3\0"[..n] && n == 16 {
+        return Ok(());
+    }
+    Err(StoreError::NotADatabase {
+        path: path.to_owned(),
+    })
+}
+
+fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let code = e.sqlite_error_code();
+    let path = path.to_owned();
+    let detail = e.to_string();
+    match code {
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt { path, detail },
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Busy { path, detail }
+        }
+        _ => StoreError::Sqlite { path, detail },
+    }
+}
+
+#[cfg(test)]
+mod tests;

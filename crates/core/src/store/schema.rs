@@ -1,0 +1,103 @@
+//! Versioned migrations. `PRAGMA user_version` is the number of migrations applied;
+//! each runs in its own transaction with the version bump, so a crash leaves the file
+//! at a whole version. Never edit a migration that has shipped: add one.
+//!
+//! Room left on purpose: every table has an integer rowid, so an FTS5 index with
+//! `content=` over actions/timeline text and an append-only audit chain table can be
+//! added by later migrations without rewriting these.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+CREATE TABLE backends (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    etag            TEXT,
+    cursor          TEXT,
+    last_event_id   TEXT,
+    status          TEXT NOT NULL DEFAULT 'starting' CHECK (status IN ('starting', 'ok', 'degraded')),
+    last_error      TEXT,
+    last_error_code TEXT,
+    last_error_at   TEXT,
+    next_retry_at   TEXT,
+    last_ok_at      TEXT
+);
+
+CREATE TABLE actions (
+    id                 INTEGER PRIMARY KEY,
+    backend_id         INTEGER NOT NULL REFERENCES backends(id),
+    external_id        TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    title              TEXT NOT NULL,
+    summary            TEXT NOT NULL,
+    requester          TEXT NOT NULL,
+    requested_at       TEXT NOT NULL,
+    expires_at         TEXT,
+    resource           TEXT NOT NULL,
+    details_json       TEXT NOT NULL,
+    approvals_required INTEGER NOT NULL,
+    reviews_json       TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    web_url            TEXT,
+    snapshot_hash      TEXT NOT NULL,
+    first_seen_at      TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    UNIQUE (backend_id, external_id)
+);
+CREATE INDEX actions_by_status_expiry ON actions (status, expires_at);
+CREATE INDEX actions_by_requested_at ON actions (requested_at);
+
+-- Every version of an action that was on screen, so a refusal can say what changed
+-- between what the person saw and what is there now.
+CREATE TABLE snapshots (
+    action_id     INTEGER NOT NULL REFERENCES actions(id),
+    snapshot_hash TEXT NOT NULL,
+    snapshot_json TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    PRIMARY KEY (action_id, snapshot_hash)
+) WITHOUT ROWID;
+
+CREATE TABLE timeline_events (
+    id          INTEGER PRIMARY KEY,
+    action_id   INTEGER NOT NULL REFERENCES actions(id),
+    at          TEXT NOT NULL,
+    source      TEXT NOT NULL CHECK (source IN ('backend', 'local')),
+    kind        TEXT NOT NULL,
+    actor       TEXT,
+    text        TEXT NOT NULL,
+    external_id TEXT
+);
+-- A backend event is stored once however often it is reported.
+CREATE UNIQUE INDEX timeline_backend_once ON timeline_events (action_id, external_id)
+    WHERE external_id IS NOT NULL;
+CREATE INDEX timeline_by_action ON timeline_events (action_id, at, id);
+
+CREATE TABLE decisions (
+    id              INTEGER PRIMARY KEY,
+    action_id       INTEGER NOT NULL REFERENCES actions(id),
+    verdict         TEXT NOT NULL CHECK (verdict IN ('approve', 'deny')),
+    reason          TEXT NOT NULL,
+    decided_at      TEXT NOT NULL,
+    approver        TEXT NOT NULL,
+    snapshot_hash   TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    key_fingerprint TEXT,
+    signature       TEXT,
+    delivery_state  TEXT NOT NULL DEFAULT 'queued',
+    delivery_detail TEXT,
+    delivered_at    TEXT
+);
+CREATE INDEX decisions_by_action ON decisions (action_id);
+
+-- Decisions not yet acknowledged by their backend. A row leaves only together with
+-- the final delivery state, in one transaction.
+CREATE TABLE outbox (
+    decision_id     INTEGER PRIMARY KEY REFERENCES decisions(id),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT
+);
+"#,
+];

@@ -1,0 +1,318 @@
+use chrono::{Duration, TimeZone};
+
+use super::*;
+use crate::model::{Detail, ReviewVerdict};
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap() + Duration::seconds(secs)
+}
+
+fn remote(id: &str, title: &str, events: &[(&str, &str)]) -> RemoteAction {
+    let snapshot = ActionSnapshot {
+        kind: ActionKind::Deployment,
+        title: title.into(),
+        summary: String::new(),
+        requester: "rui@example.com".into(),
+        requested_at: t(0),
+        expires_at: Some(t(600)),
+        resource: "payments-api".into(),
+        details: vec![Detail {
+            key: "version".into(),
+            value: "v1.2.3".into(),
+        }],
+        approvals_required: 1,
+        reviews: vec![],
+        status: ActionStatus::Pending,
+        web_url: None,
+    };
+    RemoteAction {
+        action: PendingAction::new(ActionKey::new("prod", id), snapshot),
+        timeline: events
+            .iter()
+            .map(|(eid, text)| TimelineEvent {
+                at: t(1),
+                source: EventSource::Backend,
+                kind: TimelineKind::Requested,
+                actor: None,
+                text: (*text).into(),
+                external_id: Some((*eid).into()),
+            })
+            .collect(),
+    }
+}
+
+fn file_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_in_dir(dir.path()).unwrap();
+    store
+        .register_backend("prod", "countersign", "http://127.0.0.1:1")
+        .unwrap();
+    (dir, store)
+}
+
+#[test]
+fn opens_with_wal_foreign_keys_and_current_schema() {
+    let (_dir, store) = file_store();
+    let conn = store.conn();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let fk: i64 = conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(fk, 1);
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
+}
+
+#[test]
+fn reopening_keeps_data_and_does_not_migrate_twice() {
+    let (dir, store) = file_store();
+    store
+        .apply_remote("prod", &[remote("a1", "Deploy", &[])], t(0))
+        .unwrap();
+    drop(store);
+    let store = Store::open_in_dir(dir.path()).unwrap();
+    assert!(store
+        .action(&ActionKey::new("prod", "a1"))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path)
+        .err()
+        .expect("newer schema must be refused");
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let junk = b"this is a text file, not a database ........".repeat(100);
+    std::fs::write(&path, &junk).unwrap();
+    let err = Store::open(&path).err().expect("junk must be refused");
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
+
+#[test]
+fn a_damaged_database_is_reported_as_corrupt_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let store = Store::open(&path).unwrap();
+        store.register_backend("prod", "countersign", "u").unwrap();
+        let many: Vec<_> = (0..200)
+            .map(|i| remote(&format!("a{i}"), &"x".repeat(500), &[]))
+            .collect();
+        store.apply_remote("prod", &many, t(0)).unwrap();
+        store
+            .conn()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    // Keep the valid header, overwrite the pages after it with garbage.
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().skip(4096).take(64 * 1024) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let result = Store::open(&path).and_then(|s| s.history(1000).map(|_| ()));
+    let err = result.err().expect("a damaged file must give an error");
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt { .. } | StoreError::NotADatabase { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn apply_remote_reports_created_updated_unchanged_and_stores_events_once() {
+    let (_dir, store) = file_store();
+    let first = store
+        .apply_remote("prod", &[remote("a1", "Deploy", &[("e1", "asked")])], t(0))
+        .unwrap();
+    assert_eq!(first[0].change, ActionChange::Created);
+    assert_eq!(first[0].new_events, 1);
+
+    let again = store
+        .apply_remote("prod", &[remote("a1", "Deploy", &[("e1", "asked")])], t(1))
+        .unwrap();
+    assert_eq!(again[0].change, ActionChange::Unchanged);
+    assert_eq!(again[0].new_events, 0);
+
+    let changed = store
+        .apply_remote(
+            "prod",
+            &[remote(
+                "a1",
+                "Deploy v2",
+                &[("e1", "asked"), ("e2", "policy ok")],
+            )],
+            t(2),
+        )
+        .unwrap();
+    assert_eq!(changed[0].change, ActionChange::Updated);
+    assert_eq!(changed[0].new_events, 1);
+
+    let key = ActionKey::new("prod", "a1");
+    let timeline = store.timeline(&key).unwrap();
+    assert_eq!(timeline.len(), 2);
+    assert_eq!(
+        store.action(&key).unwrap().unwrap().snapshot.title,
+        "Deploy v2"
+    );
+    // Both versions were kept for "what changed".
+    let old = remote("a1", "Deploy", &[]).action;
+    assert_eq!(
+        store
+            .snapshot(&key, &old.snapshot_hash)
+            .unwrap()
+            .unwrap()
+            .title,
+        "Deploy"
+    );
+}
+
+#[test]
+fn pending_list_orders_by_expiry_and_filters_status() {
+    let (_dir, store) = file_store();
+    let mut late = remote("late", "Late", &[]);
+    late.action.snapshot.expires_at = Some(t(900));
+    let mut never = remote("never", "Never", &[]);
+    never.action.snapshot.expires_at = None;
+    let mut done = remote("done", "Done", &[]);
+    done.action.snapshot.status = ActionStatus::Approved;
+    done.action.snapshot.reviews.push(crate::model::Review {
+        reviewer: "x".into(),
+        verdict: ReviewVerdict::Approved,
+        at: t(3),
+        comment: None,
+    });
+    let soon = remote("soon", "Soon", &[]);
+    let all: Vec<_> = [late, never, done, soon]
+        .into_iter()
+        .map(|mut r| {
+            r.action = PendingAction::new(r.action.key, r.action.snapshot);
+            r
+        })
+        .collect();
+    store.apply_remote("prod", &all, t(0)).unwrap();
+    let pending = store
+        .actions(&ActionQuery {
+            status: Some(ActionStatus::Pending),
+            ..Default::default()
+        })
+        .unwrap();
+    let ids: Vec<_> = pending.iter().map(|a| a.key.external_id.as_str()).collect();
+    assert_eq!(ids, ["soon", "late", "never"]);
+    assert_eq!(store.history(10).unwrap().len(), 4);
+    let stored_done = store
+        .action(&ActionKey::new("prod", "done"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored_done, all[2].action,
+        "round trip keeps every field and the hash"
+    );
+}
+
+fn decision(key: &ActionKey, idem: &str, hash: &SnapshotHash) -> Decision {
+    Decision {
+        action: key.clone(),
+        verdict: Verdict::Approve,
+        reason: "looks right".into(),
+        decided_at: t(10),
+        approver: "ana@example.com".into(),
+        snapshot_hash: hash.clone(),
+        idempotency_key: idem.into(),
+        key_fingerprint: None,
+        signature: None,
+        delivery: DeliveryState::Queued,
+    }
+}
+
+#[test]
+fn a_decision_is_queued_with_its_event_and_delivered_once() {
+    let (_dir, store) = file_store();
+    let r = remote("a1", "Deploy", &[]);
+    store.apply_remote("prod", &[r.clone()], t(0)).unwrap();
+    let key = r.action.key.clone();
+    let d = decision(&key, "k1", &r.action.snapshot_hash);
+    let decided = TimelineEvent::local(t(10), TimelineKind::Decided, None, "approved");
+    let id = store.record_decision(&d, &decided, t(10)).unwrap();
+
+    assert_eq!(store.due_deliveries(None, t(9)).unwrap().len(), 0);
+    let due = store.due_deliveries(Some("prod"), t(10)).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].decision, d);
+
+    store
+        .record_delivery_retry(id, "unreachable", t(20))
+        .unwrap();
+    assert!(store.due_deliveries(None, t(15)).unwrap().is_empty());
+    assert_eq!(store.due_deliveries(None, t(20)).unwrap()[0].attempts, 1);
+
+    let delivered = TimelineEvent::local(t(21), TimelineKind::Delivered, None, "delivered");
+    assert!(store
+        .record_delivery(id, &DeliveryState::Delivered, &delivered, t(21))
+        .unwrap());
+    assert!(
+        !store
+            .record_delivery(id, &DeliveryState::Delivered, &delivered, t(22))
+            .unwrap(),
+        "a second result for the same decision changes nothing"
+    );
+    assert!(store.due_deliveries(None, t(99)).unwrap().is_empty());
+    let decisions = store.decisions(&key).unwrap();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].delivery, DeliveryState::Delivered);
+    let kinds: Vec<_> = store
+        .timeline(&key)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [TimelineKind::Decided, TimelineKind::Delivered]);
+
+    let dup = store.record_decision(&d, &decided, t(30));
+    assert!(dup.is_err(), "an idempotency key is recorded once");
+}
+
+#[test]
+fn backend_status_tracks_ok_and_degraded() {
+    let (_dir, store) = file_store();
+    assert!(store.mark_backend_ok("prod", t(0)).unwrap());
+    assert!(!store.mark_backend_ok("prod", t(1)).unwrap());
+    store
+        .mark_backend_degraded("prod", "malformed", "bad `actions[0].title`", t(9), t(2))
+        .unwrap();
+    let s = &store.backend_statuses().unwrap()[0];
+    assert_eq!(s.status, "degraded");
+    assert_eq!(s.last_error_code.as_deref(), Some("malformed"));
+    assert_eq!(s.next_retry_at, Some(t(9)));
+    assert_eq!(s.last_ok_at, Some(t(1)));
+}
