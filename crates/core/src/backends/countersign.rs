@@ -193,7 +193,7 @@ impl Backend for OpenProtocol {
             let answer: DecisionAnswer = http::decode(&url, &answer.body)?;
             let action = to_remote(&self.name, &url, answer.action)?;
             return Ok(DeliveryOutcome::Delivered {
-                action: Some(action),
+                action: Some(Box::new(action)),
             });
         }
         let error = serde_json::from_slice::<ErrorBody>(&answer.body).ok();

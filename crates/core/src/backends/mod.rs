@@ -47,7 +47,7 @@ pub enum ListOutcome {
 pub enum DeliveryOutcome {
     /// Accepted; the action's state afterwards when the backend returns it.
     Delivered {
-        action: Option<RemoteAction>,
+        action: Option<Box<RemoteAction>>,
     },
     /// Refused for a reason a retry cannot fix (self-approval, not eligible, …).
     Rejected {

@@ -955,7 +955,7 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
             }
         }
     }
-    if n == 0 || &head[..n] == &b"SQLite format 3\0"[..n] && n == 16 {
+    if n == 0 || (n == head.len() && head == *b"SQLite format 3\0") {
         return Ok(());
     }
     Err(StoreError::NotADatabase {

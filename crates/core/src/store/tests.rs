@@ -109,7 +109,9 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
     let path = dir.path().join(DB_FILE);
     let junk = b"this is a text file, not a database ........".repeat(100);
     std::fs::write(&path, &junk).unwrap();
-    let err = Store::open(&path).err().expect("junk must be refused");
+    let Err(err) = Store::open(&path) else {
+        panic!("junk must be refused")
+    };
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
     assert!(err.to_string().contains(&path.display().to_string()));
     assert_eq!(std::fs::read(&path).unwrap(), junk);
@@ -138,7 +140,9 @@ fn a_damaged_database_is_reported_as_corrupt_naming_the_file() {
     }
     std::fs::write(&path, &bytes).unwrap();
     let result = Store::open(&path).and_then(|s| s.history(1000).map(|_| ()));
-    let err = result.err().expect("a damaged file must give an error");
+    let Err(err) = result else {
+        panic!("a damaged file must give an error")
+    };
     assert!(
         matches!(
             err,
@@ -259,7 +263,9 @@ fn decision(key: &ActionKey, idem: &str, hash: &SnapshotHash) -> Decision {
 fn a_decision_is_queued_with_its_event_and_delivered_once() {
     let (_dir, store) = file_store();
     let r = remote("a1", "Deploy", &[]);
-    store.apply_remote("prod", &[r.clone()], t(0)).unwrap();
+    store
+        .apply_remote("prod", std::slice::from_ref(&r), t(0))
+        .unwrap();
     let key = r.action.key.clone();
     let d = decision(&key, "k1", &r.action.snapshot_hash);
     let decided = TimelineEvent::local(t(10), TimelineKind::Decided, None, "approved");

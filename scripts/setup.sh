@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for Countersign on Debian 12 (run as root).
+#
+# Installs only what is missing:
+#   1. the Debian packages needed to build and run the Tauri app headless
+#      (see shared/HEADLESS.md);
+#   2. the frontend's npm dependencies (npm ci) when ui/node_modules is absent
+#      or older than ui/package-lock.json;
+# then builds the frontend into ui/dist, which `cargo build` embeds.
+#
+# Node.js (>= 20.19) and npm are expected on the machine already; Debian 12's
+# own nodejs package is too old for Vite, so this script does not install it.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+APT_PACKAGES=(
+  libwebkit2gtk-4.1-dev
+  build-essential
+  libssl-dev
+  libayatana-appindicator3-dev
+  librsvg2-dev
+  libxdo-dev
+  file
+  xvfb
+  webkit2gtk-driver
+  dbus
+  dbus-x11
+  gnome-keyring
+  libsecret-tools
+  dunst
+  imagemagick
+  sqlite3
+  openssh-client
+)
+
+# --- 1. Debian packages ------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed$'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} > 0)); then
+  log "installing missing apt packages: ${missing[*]}"
+  SUDO=()
+  if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1; then
+      SUDO=(sudo)
+    else
+      log "error: not root and no sudo; cannot install: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  log "apt packages: all present"
+fi
+
+# --- 2. Node.js / npm --------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "error: node and npm are required (Node.js >= 20.19)" >&2
+  exit 1
+fi
+if ! node -e '
+  const [maj, min] = process.versions.node.split(".").map(Number);
+  process.exit(maj > 20 || (maj === 20 && min >= 19) ? 0 : 1);
+'; then
+  log "error: Node.js >= 20.19 is required, found $(node --version)" >&2
+  exit 1
+fi
+
+# --- 3. Frontend dependencies ------------------------------------------------
+# npm writes node_modules/.package-lock.json on every install: use it as the stamp.
+stamp="ui/node_modules/.package-lock.json"
+if [[ ! -f "$stamp" || ui/package-lock.json -nt "$stamp" ]]; then
+  log "installing frontend dependencies (npm ci)"
+  npm ci --prefix ui --no-audit --no-fund
+  touch "$stamp"
+else
+  log "frontend dependencies: up to date"
+fi
+
+# --- 4. Frontend build (ui/dist, embedded by cargo build) --------------------
+log "building the frontend into ui/dist"
+npm run --prefix ui build
+
+log "done"
