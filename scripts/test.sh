@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, then runs every check and every test, as CI does.
+# Usage: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "ui: type check and lint"
+npm --prefix ui run --silent check
+npm --prefix ui run --silent lint
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (integration tests run the real binaries)"
+cargo build --workspace --locked
+
+step "tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  profile=default
+  [ "${CI:-}" = "true" ] && profile=ci
+  cargo nextest run --workspace --locked --profile "$profile"
+else
+  cargo test --workspace --locked
+fi
