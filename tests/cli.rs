@@ -94,8 +94,12 @@ async fn sync_list_show_approve_deny_history_backends() {
     let env = Env::new();
     let server = ServerProcess::start(&env.dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&server.url());
-    producer.create(&new_action("db-1", "psql to prod-billing")).await;
-    producer.create(&new_action("db-2", "psql to prod-ledger")).await;
+    producer
+        .create(&new_action("db-1", "psql to prod-billing"))
+        .await;
+    producer
+        .create(&new_action("db-2", "psql to prod-ledger"))
+        .await;
     env.write_config(&format!(
         "approver = \"ana@example.com\"\n[[backend]]\nname = \"prod\"\nkind = \"countersign\"\nurl = \"{}\"\ntoken_env = \"PROD_TOKEN\"\n",
         server.url()
@@ -107,11 +111,17 @@ async fn sync_list_show_approve_deny_history_backends() {
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
     let table = env.ok(&["list"]);
-    assert!(table.contains("prod/db-1") && table.contains("psql to prod-billing"), "{table}");
+    assert!(
+        table.contains("prod/db-1") && table.contains("psql to prod-billing"),
+        "{table}"
+    );
 
     let show = env.ok(&["show", "db-1"]);
     assert!(show.contains("SELECT count(*) FROM invoices"), "{show}");
-    assert!(show.contains("Timeline") && show.contains("requested"), "{show}");
+    assert!(
+        show.contains("Timeline") && show.contains("requested"),
+        "{show}"
+    );
 
     let deny = env.fails(&["deny", "db-2"]);
     assert!(deny.contains("a deny needs a reason"), "{deny}");
@@ -127,17 +137,22 @@ async fn sync_list_show_approve_deny_history_backends() {
     );
 
     let again = env.fails(&["approve", "db-1"]);
-    assert!(again.contains("no longer pending") || again.contains("already"), "{again}");
+    assert!(
+        again.contains("no longer pending") || again.contains("already"),
+        "{again}"
+    );
 
-    let history: serde_json::Value =
-        serde_json::from_str(&env.ok(&["history", "--json"])).unwrap();
+    let history: serde_json::Value = serde_json::from_str(&env.ok(&["history", "--json"])).unwrap();
     let statuses: Vec<&str> = history
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a["status"].as_str().unwrap())
         .collect();
-    assert!(statuses.contains(&"approved") && statuses.contains(&"denied"), "{statuses:?}");
+    assert!(
+        statuses.contains(&"approved") && statuses.contains(&"denied"),
+        "{statuses:?}"
+    );
 
     let show = env.ok(&["show", "db-1", "--json"]);
     let detail: serde_json::Value = serde_json::from_str(&show).unwrap();
@@ -146,7 +161,10 @@ async fn sync_list_show_approve_deny_history_backends() {
     let backends: serde_json::Value =
         serde_json::from_str(&env.ok(&["backends", "--json"])).unwrap();
     assert_eq!(backends[0]["status"], "ok");
-    assert_eq!(env.fails(&["show", "nope"]), "countersign: no action `nope` (use `backend/id`, or an id that only one backend has)");
+    assert_eq!(
+        env.fails(&["show", "nope"]),
+        "countersign: no action `nope` (use `backend/id`, or an id that only one backend has)"
+    );
 }
 
 #[test]
@@ -180,7 +198,9 @@ fn a_corrupt_database_is_named_and_left_alone() {
 #[test]
 fn an_unreachable_backend_fails_sync_with_its_name() {
     let env = Env::new();
-    env.write_config("[[backend]]\nname = \"gone\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\n");
+    env.write_config(
+        "[[backend]]\nname = \"gone\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\n",
+    );
     let out = env.run(&["sync"]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -202,20 +222,34 @@ fn the_inbox_runs_on_the_embedded_demo_with_no_config() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = false;
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        if line.contains("(embedded demo)") {
-            let n: usize = line
-                .split_whitespace()
-                .nth(2)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            if n >= 3 {
-                seen = true;
+    // Read frames on a thread so the test can give up after a deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
                 break;
             }
         }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = false;
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        // Frame header: "Countersign — N pending (embedded demo)   HH:MM:SS"
+        let pending = line
+            .split(" pending (embedded demo)")
+            .next()
+            .filter(|_| line.contains(" pending (embedded demo)"))
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if pending.is_some_and(|n| n >= 3) {
+            seen = true;
+            break;
+        }
+    }
+    if !seen {
+        let _ = child.kill();
     }
     assert!(seen, "the embedded demo shows pending requests");
     writeln!(stdin, "q").unwrap();

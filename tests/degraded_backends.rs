@@ -94,23 +94,34 @@ async fn a_following_engine_keeps_the_good_backend_live_while_others_fail() {
 
     for i in 0..3 {
         producer
-            .create(&new_action(&format!("live-{i}"), "Arrives while others fail"))
+            .create(&new_action(
+                &format!("live-{i}"),
+                "Arrives while others fail",
+            ))
             .await;
     }
     let s = store.clone();
-    until(&mut changes, Duration::from_secs(15), "three live actions", move || {
-        s.actions(&Default::default()).unwrap().len() == 3
-    })
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "three live actions",
+        move || s.actions(&Default::default()).unwrap().len() == 3,
+    )
     .await;
     let s = store.clone();
-    until(&mut changes, Duration::from_secs(15), "both broken backends degraded", move || {
-        s.backend_statuses()
-            .unwrap()
-            .iter()
-            .filter(|b| b.status == "degraded")
-            .count()
-            == 2
-    })
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "both broken backends degraded",
+        move || {
+            s.backend_statuses()
+                .unwrap()
+                .iter()
+                .filter(|b| b.status == "degraded")
+                .count()
+                == 2
+        },
+    )
     .await;
     trigger.trigger();
     for t in tasks {

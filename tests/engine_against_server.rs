@@ -50,8 +50,12 @@ async fn sync_lists_pending_and_then_gets_304() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&server.url());
-    producer.create(&new_action("db-1", "psql to prod-billing")).await;
-    producer.create(&new_action("db-2", "psql to prod-ledger")).await;
+    producer
+        .create(&new_action("db-1", "psql to prod-billing"))
+        .await;
+    producer
+        .create(&new_action("db-2", "psql to prod-ledger"))
+        .await;
 
     let engine = engine_for(&dir.path().join("client"), &[("prod", server.url(), TOKEN)]);
     let first = engine.sync_once(Utc::now()).await;
@@ -76,14 +80,20 @@ async fn sync_lists_pending_and_then_gets_304() {
 async fn a_wrong_token_degrades_the_backend_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
-    let engine = engine_for(&dir.path().join("client"), &[("prod", server.url(), "wrong")]);
+    let engine = engine_for(
+        &dir.path().join("client"),
+        &[("prod", server.url(), "wrong")],
+    );
     let report = engine.sync_once(Utc::now()).await;
     assert_eq!(report[0].error_code, Some("unauthorized"));
     let status = &engine.backends().unwrap()[0];
     assert_eq!(status.status, "degraded");
     let error = status.last_error.as_deref().unwrap();
     assert!(error.contains("401") && error.contains("token"), "{error}");
-    assert!(!error.contains("wrong"), "the token itself is never echoed: {error}");
+    assert!(
+        !error.contains("wrong"),
+        "the token itself is never echoed: {error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +103,9 @@ async fn the_event_stream_survives_a_server_kill_and_misses_nothing() {
     let mut server = ServerProcess::start(&state, "127.0.0.1:0");
     let addr = server.addr;
     let producer = Producer::new(&server.url());
-    producer.create(&new_action("before", "Before the crash")).await;
+    producer
+        .create(&new_action("before", "Before the crash"))
+        .await;
 
     let engine = engine_for(&dir.path().join("client"), &[("prod", server.url(), TOKEN)]);
     let store = engine.store().clone();
@@ -105,25 +117,59 @@ async fn the_event_stream_survives_a_server_kill_and_misses_nothing() {
         let store = store.clone();
         move || store.action(&ActionKey::new("prod", id)).unwrap().is_some()
     };
-    until(&mut changes, Duration::from_secs(10), "first action", has("before")).await;
-    producer.create(&new_action("live", "Arrives over SSE")).await;
-    until(&mut changes, Duration::from_secs(10), "live action", has("live")).await;
+    until(
+        &mut changes,
+        Duration::from_secs(10),
+        "first action",
+        has("before"),
+    )
+    .await;
+    producer
+        .create(&new_action("live", "Arrives over SSE"))
+        .await;
+    until(
+        &mut changes,
+        Duration::from_secs(10),
+        "live action",
+        has("live"),
+    )
+    .await;
 
     server.kill9();
     let degraded = {
         let store = store.clone();
         move || store.backend_statuses().unwrap()[0].status == "degraded"
     };
-    until(&mut changes, Duration::from_secs(10), "degraded status", degraded).await;
+    until(
+        &mut changes,
+        Duration::from_secs(10),
+        "degraded status",
+        degraded,
+    )
+    .await;
 
     // Same state file, same address: the client reconnects by itself.
     let server = ServerProcess::start(&state, &addr.to_string());
-    producer.create(&new_action("after", "Created after the restart")).await;
-    until(&mut changes, Duration::from_secs(15), "action after restart", has("after")).await;
+    producer
+        .create(&new_action("after", "Created after the restart"))
+        .await;
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "action after restart",
+        has("after"),
+    )
+    .await;
 
     // Every action's timeline matches the server's, each event exactly once.
     for id in ["before", "live", "after"] {
-        let theirs: Vec<String> = producer.get(id).await.timeline.into_iter().map(|e| e.id).collect();
+        let theirs: Vec<String> = producer
+            .get(id)
+            .await
+            .timeline
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         let key = ActionKey::new("prod", id);
         let ours: Vec<String> = store
             .timeline(&key)
@@ -145,10 +191,7 @@ async fn the_event_stream_survives_a_server_kill_and_misses_nothing() {
     drop(server);
 }
 
-async fn synced_engine(
-    dir: &std::path::Path,
-    url: String,
-) -> Engine {
+async fn synced_engine(dir: &std::path::Path, url: String) -> Engine {
     let engine = engine_for(dir, &[("prod", url, TOKEN)]);
     let report = engine.sync_once(Utc::now()).await;
     assert!(report[0].error.is_none(), "{:?}", report[0].error);
@@ -170,12 +213,17 @@ async fn a_decision_is_rechecked_delivered_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&server.url());
-    producer.create(&new_action("db-1", "psql to prod-billing")).await;
+    producer
+        .create(&new_action("db-1", "psql to prod-billing"))
+        .await;
     let engine = synced_engine(&dir.path().join("client"), server.url()).await;
     let key = ActionKey::new("prod", "db-1");
     let seen = engine.detail(&key).unwrap().action.snapshot_hash;
 
-    let report = engine.decide(approve(&key, &seen), Utc::now()).await.unwrap();
+    let report = engine
+        .decide(approve(&key, &seen), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(report.decision.delivery, DeliveryState::Delivered);
 
     let theirs = producer.get("db-1").await;
@@ -195,7 +243,14 @@ async fn a_decision_is_rechecked_delivered_and_recorded() {
 
     // Deciding twice on the same action is refused locally.
     let again = engine.decide(approve(&key, &seen), Utc::now()).await;
-    assert!(matches!(again, Err(EngineError::Decide(DecideError::NotPending { .. }) | EngineError::Decide(DecideError::AlreadyDecided { .. }))), "{again:?}");
+    assert!(
+        matches!(
+            again,
+            Err(EngineError::Decide(DecideError::NotPending { .. })
+                | EngineError::Decide(DecideError::AlreadyDecided { .. }))
+        ),
+        "{again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,14 +267,25 @@ async fn a_lost_answer_is_retried_with_the_same_key_and_applied_once() {
     let seen = engine.detail(&key).unwrap().action.snapshot_hash;
 
     // The server applies the decision but its answer never arrives.
-    proxy.swallow.store(true, std::sync::atomic::Ordering::SeqCst);
-    let report = engine.decide(approve(&key, &seen), Utc::now()).await.unwrap();
+    proxy
+        .swallow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = engine
+        .decide(approve(&key, &seen), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(report.decision.delivery, DeliveryState::Queued);
     assert!(report.queued_because.is_some());
-    assert_eq!(producer.get("db-2").await.snapshot.reviews.len(), 1, "applied once already");
+    assert_eq!(
+        producer.get("db-2").await.snapshot.reviews.len(),
+        1,
+        "applied once already"
+    );
 
     // The outbox retries (due after its backoff) with the same idempotency key.
-    proxy.swallow.store(false, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .swallow
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let later = Utc::now() + chrono::Duration::seconds(5);
     engine.sync_once(later).await;
     let decisions = engine.detail(&key).unwrap().decisions;
@@ -261,17 +327,26 @@ async fn a_changed_action_is_refused_with_what_changed() {
     assert_eq!(r.status(), 200);
 
     let refused = engine.decide(approve(&key, &seen), Utc::now()).await;
-    let Err(EngineError::Decide(DecideError::Changed { changes, current, .. })) = refused else {
+    let Err(EngineError::Decide(DecideError::Changed {
+        changes, current, ..
+    })) = refused
+    else {
         panic!("expected a refusal naming the changes, got {refused:?}");
     };
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].field, "reviews");
     assert!(changes[0].after.contains("sam@example.com"));
     assert_ne!(current.snapshot_hash, seen);
-    assert!(engine.detail(&key).unwrap().decisions.is_empty(), "nothing was decided");
+    assert!(
+        engine.detail(&key).unwrap().decisions.is_empty(),
+        "nothing was decided"
+    );
 
     // Asked again on the fresh snapshot, it goes through.
-    let report = engine.decide(approve(&key, &current.snapshot_hash), Utc::now()).await.unwrap();
+    let report = engine
+        .decide(approve(&key, &current.snapshot_hash), Utc::now())
+        .await
+        .unwrap();
     assert_eq!(report.decision.delivery, DeliveryState::Delivered);
 }
 
@@ -290,12 +365,17 @@ async fn an_offline_decision_meets_409_and_410_from_the_server_on_delivery() {
     let engine = synced_engine(&dir.path().join("client"), proxy.url()).await;
 
     // Offline: the backend cannot be reached, so decisions are queued on what was seen.
-    proxy.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let chg = ActionKey::new("prod", "chg");
     let exp = ActionKey::new("prod", "exp");
     for key in [&chg, &exp] {
         let seen = engine.detail(key).unwrap().action.snapshot_hash;
-        let report = engine.decide(approve(key, &seen), Utc::now()).await.unwrap();
+        let report = engine
+            .decide(approve(key, &seen), Utc::now())
+            .await
+            .unwrap();
         assert!(report.offline);
         assert_eq!(report.decision.delivery, DeliveryState::Queued);
     }
@@ -324,17 +404,37 @@ async fn an_offline_decision_meets_409_and_410_from_the_server_on_delivery() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), expired).await.expect("server expires it");
+    tokio::time::timeout(Duration::from_secs(10), expired)
+        .await
+        .expect("server expires it");
 
     // Back online: delivery meets 409 stale and 410 expired; both are final and recorded.
-    proxy.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
-    engine.sync_once(Utc::now() + chrono::Duration::seconds(5)).await;
+    proxy
+        .refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    engine
+        .sync_once(Utc::now() + chrono::Duration::seconds(5))
+        .await;
     let chg_d = &engine.detail(&chg).unwrap().decisions[0];
-    assert!(matches!(chg_d.delivery, DeliveryState::Stale { .. }), "{:?}", chg_d.delivery);
+    assert!(
+        matches!(chg_d.delivery, DeliveryState::Stale { .. }),
+        "{:?}",
+        chg_d.delivery
+    );
     let exp_d = &engine.detail(&exp).unwrap().decisions[0];
     assert_eq!(exp_d.delivery, DeliveryState::Expired);
-    assert_eq!(producer.get("chg").await.snapshot.reviews.len(), 1, "only sam's review");
-    let last = engine.detail(&chg).unwrap().timeline.last().cloned().unwrap();
+    assert_eq!(
+        producer.get("chg").await.snapshot.reviews.len(),
+        1,
+        "only sam's review"
+    );
+    let last = engine
+        .detail(&chg)
+        .unwrap()
+        .timeline
+        .last()
+        .cloned()
+        .unwrap();
     assert_eq!(last.kind, TimelineKind::DeliveryFailed);
     assert!(last.text.contains("changed"), "{}", last.text);
 }

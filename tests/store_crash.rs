@@ -58,7 +58,9 @@ fn writer_child() {
         return;
     };
     let store = Store::open(std::path::Path::new(&path)).unwrap();
-    store.register_backend("crash", "countersign", "http://x").unwrap();
+    store
+        .register_backend("crash", "countersign", "http://x")
+        .unwrap();
     let mut out = std::io::stdout().lock();
     for n in 0.. {
         store.apply_remote("crash", &batch(n), Utc::now()).unwrap();
@@ -74,7 +76,13 @@ fn kill_9_mid_transaction_keeps_every_committed_row() {
     let path = dir.path().join("crash.db");
     for round in 0..5u32 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "writer_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ENV, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -109,7 +109,11 @@ impl Producer {
             .send()
             .await
             .expect("create request");
-        assert!(response.status().is_success(), "create: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "create: {}",
+            response.status()
+        );
         response.json().await.expect("created action")
     }
 
@@ -183,7 +187,8 @@ impl Proxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if r_up.load(Ordering::SeqCst) || sw.write_all(&buf[..n]).await.is_err() {
+                            if r_up.load(Ordering::SeqCst) || sw.write_all(&buf[..n]).await.is_err()
+                            {
                                 break;
                             }
                         }

@@ -60,11 +60,9 @@ fn describe(change: &Change) -> String {
         ),
         Change::Timeline { key } => format!("{now} {} timeline", render::line(&key.to_string())),
         Change::Backend { name } => format!("{now} backend {name} status changed"),
-        Change::Decision {
-            key,
-            state,
-            ..
-        } => format!("{now} {} decision {state}", render::line(&key.to_string())),
+        Change::Decision { key, state, .. } => {
+            format!("{now} {} decision {state}", render::line(&key.to_string()))
+        }
     }
 }
 

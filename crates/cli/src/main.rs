@@ -167,7 +167,11 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
             }
         }
         Command::Sync { follow } => {
-            let mode = if follow { Embedded::Demo } else { Embedded::Serve };
+            let mode = if follow {
+                Embedded::Demo
+            } else {
+                Embedded::Serve
+            };
             let console = Console::open(g, mode).await?;
             if follow {
                 inbox::follow(&console).await?;

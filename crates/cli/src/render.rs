@@ -132,7 +132,16 @@ pub fn action_rows(actions: &[PendingAction], now: DateTime<Utc>, numbered: bool
     if numbered {
         header.push("#");
     }
-    header.extend(["ID", "KIND", "TITLE", "REQUESTER", "RESOURCE", "AGE", "LEFT", "OK"]);
+    header.extend([
+        "ID",
+        "KIND",
+        "TITLE",
+        "REQUESTER",
+        "RESOURCE",
+        "AGE",
+        "LEFT",
+        "OK",
+    ]);
     table(&header, &rows)
 }
 
@@ -157,11 +166,16 @@ pub fn history_table(actions: &[PendingAction], now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    table(&["REQUESTED", "ID", "STATUS", "TITLE", "REQUESTER", "AGE"], &rows)
+    table(
+        &["REQUESTED", "ID", "STATUS", "TITLE", "REQUESTER", "AGE"],
+        &rows,
+    )
 }
 
 fn local_time(at: DateTime<Utc>) -> String {
-    at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    at.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -191,7 +205,12 @@ pub fn detail(d: &ActionDetail, now: DateTime<Utc>) -> String {
     );
     match s.expires_at {
         Some(at) => {
-            let _ = writeln!(out, "  expires     {} ({})", local_time(at), relative(at, now));
+            let _ = writeln!(
+                out,
+                "  expires     {} ({})",
+                local_time(at),
+                relative(at, now)
+            );
         }
         None => {
             let _ = writeln!(out, "  expires     never");
@@ -302,7 +321,10 @@ pub fn decision_report(r: &DecisionReport) -> String {
     );
     if let Some(why) = &r.queued_because {
         let _ = write!(out, "\n  queued because: {}", line(why));
-        let _ = write!(out, "\n  it is delivered by the next `countersign sync` (or a running inbox)");
+        let _ = write!(
+            out,
+            "\n  it is delivered by the next `countersign sync` (or a running inbox)"
+        );
     }
     if r.offline {
         out.push_str(
@@ -342,7 +364,17 @@ pub fn backends(statuses: &[BackendStatus], now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    table(&["BACKEND", "KIND", "STATUS", "PENDING", "LAST OK", "LAST ERROR"], &rows)
+    table(
+        &[
+            "BACKEND",
+            "KIND",
+            "STATUS",
+            "PENDING",
+            "LAST OK",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
 }
 
 pub fn sync_reports(reports: &[BackendSyncReport]) -> String {

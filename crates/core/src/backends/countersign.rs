@@ -12,12 +12,13 @@ use super::{
     Backend, BackendError, BackendEvent, BuildError, Capabilities, DecisionDelivery,
     DeliveryOutcome, EventStream, Limits, ListOutcome, SyncCursor,
 };
+use crate::model::ActionSnapshot;
 use crate::model::{
     ActionKey, EventSource, PendingAction, RemoteAction, TimelineEvent, TimelineKind,
 };
 use crate::protocol::{
-    ActionList, DecisionAnswer, DecisionBody, ErrorBody, TimelineAppended, WireAction,
-    WireTimelineEvent, EVENT_ACTION_CREATED, EVENT_ACTION_UPDATED, EVENT_TIMELINE_APPENDED,
+    DecisionBody, ErrorBody, TimelineAppended, WireAction, WireTimelineEvent, EVENT_ACTION_CREATED,
+    EVENT_ACTION_UPDATED, EVENT_TIMELINE_APPENDED,
 };
 use crate::sse::SseParser;
 
@@ -143,7 +144,7 @@ impl Backend for OpenProtocol {
         if !answer.status.is_success() {
             return Err(self.error(&url, &answer));
         }
-        let list: ActionList = http::decode(&url, &answer.body)?;
+        let list: RawList = http::decode(&url, &answer.body)?;
         let etag = answer
             .headers
             .get(ETAG)
@@ -152,7 +153,11 @@ impl Backend for OpenProtocol {
         let actions = list
             .actions
             .into_iter()
-            .map(|w| to_remote(&self.name, &url, w))
+            .enumerate()
+            .map(|(i, v)| {
+                let wire = decode_action(&url, &format!("actions[{i}]"), &v)?;
+                to_remote(&self.name, &url, wire)
+            })
             .collect::<Result<_, _>>()?;
         Ok(ListOutcome::Listed {
             actions,
@@ -167,8 +172,8 @@ impl Backend for OpenProtocol {
         if !answer.status.is_success() {
             return Err(self.error(&url, &answer));
         }
-        let wire: WireAction = http::decode(&url, &answer.body)?;
-        to_remote(&self.name, &url, wire)
+        let value: serde_json::Value = http::decode(&url, &answer.body)?;
+        to_remote(&self.name, &url, decode_action(&url, "", &value)?)
     }
 
     async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError> {
@@ -190,8 +195,9 @@ impl Backend for OpenProtocol {
         let request = self.authorized(self.client.post(&url)).json(&body);
         let answer = http::send(&url, &self.limits, request).await?;
         if answer.status.is_success() {
-            let answer: DecisionAnswer = http::decode(&url, &answer.body)?;
-            let action = to_remote(&self.name, &url, answer.action)?;
+            let answer: RawDecisionAnswer = http::decode(&url, &answer.body)?;
+            let wire = decode_action(&url, "action", &answer.action)?;
+            let action = to_remote(&self.name, &url, wire)?;
             return Ok(DeliveryOutcome::Delivered {
                 action: Some(Box::new(action)),
             });
@@ -310,7 +316,8 @@ fn parse_event(
     let event_id = event.id;
     match event.event.as_str() {
         EVENT_ACTION_CREATED | EVENT_ACTION_UPDATED => {
-            let wire: WireAction = http::decode(url, event.data.as_bytes())?;
+            let value: serde_json::Value = http::decode(url, event.data.as_bytes())?;
+            let wire = decode_action(url, "(event)", &value)?;
             Ok(BackendEvent::Upsert {
                 event_id,
                 action: to_remote(backend, url, wire)?,
@@ -326,6 +333,46 @@ fn parse_event(
         }
         _ => Ok(BackendEvent::Ignored { event_id }),
     }
+}
+
+/// An action list with the actions still undecoded, so each can be decoded on its own
+/// and a bad field reported with its full path.
+#[derive(serde::Deserialize)]
+struct RawList {
+    actions: Vec<serde_json::Value>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawDecisionAnswer {
+    action: serde_json::Value,
+}
+
+/// Decodes one wire action, naming the bad field. `WireAction` flattens the snapshot,
+/// which hides the inner field from the error path; on failure the snapshot is decoded
+/// alone to find it.
+fn decode_action(
+    url: &str,
+    prefix: &str,
+    value: &serde_json::Value,
+) -> Result<WireAction, BackendError> {
+    let join = |path: String| match (prefix.is_empty(), path.as_str()) {
+        (true, _) => path,
+        (false, ".") => prefix.to_owned(),
+        (false, _) => format!("{prefix}.{path}"),
+    };
+    serde_path_to_error::deserialize::<_, WireAction>(value).map_err(|outer| {
+        let (path, detail) = match serde_path_to_error::deserialize::<_, ActionSnapshot>(value) {
+            Err(inner) => (inner.path().to_string(), inner.into_inner().to_string()),
+            Ok(_) => (outer.path().to_string(), outer.into_inner().to_string()),
+        };
+        BackendError::Malformed {
+            url: url.to_owned(),
+            field: join(path),
+            detail,
+        }
+    })
 }
 
 /// Percent-encodes an id for use as one path segment.
