@@ -180,8 +180,19 @@ fn a_token_in_the_config_file_is_refused_without_echoing_it() {
 fn a_missing_token_variable_is_named() {
     let env = Env::new();
     env.write_config("[[backend]]\nname = \"prod\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\ntoken_env = \"NOT_SET_ANYWHERE\"\n");
-    let err = env.fails(&["sync"]);
-    assert!(err.contains("NOT_SET_ANYWHERE"), "{err}");
+    // Only that backend is affected: the engine starts, and sync reports it by name.
+    let out = env.run(&["sync"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prod: error:") && text.contains("NOT_SET_ANYWHERE"),
+        "{text}"
+    );
+    let backends = env.ok(&["backends"]);
+    assert!(
+        backends.contains("degraded") && backends.contains("NOT_SET_ANYWHERE"),
+        "{backends}"
+    );
 }
 
 #[test]

@@ -311,20 +311,9 @@ async fn a_changed_action_is_refused_with_what_changed() {
     let seen = engine.detail(&key).unwrap().action.snapshot_hash;
 
     // Someone else reviews it meanwhile, straight on the server.
-    let body = serde_json::json!({
-        "verdict": "approve", "reason": "fine", "snapshot_hash": seen.as_str(),
-        "decided_at": Utc::now().to_rfc3339(), "approver": "sam@example.com",
-        "idempotency_key": "other-reviewer-1"
-    });
-    let r = producer
-        .http
-        .post(format!("{}/v1/actions/db-3/decision", server.url()))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    producer
+        .decide_as("db-3", "sam@example.com", seen.as_str(), "other-reviewer-1")
+        .await;
 
     let refused = engine.decide(approve(&key, &seen), Utc::now()).await;
     let Err(EngineError::Decide(DecideError::Changed {
@@ -382,20 +371,9 @@ async fn an_offline_decision_meets_409_and_410_from_the_server_on_delivery() {
 
     // Meanwhile: another reviewer changes one; the other expires.
     let seen = engine.detail(&chg).unwrap().action.snapshot_hash;
-    let body = serde_json::json!({
-        "verdict": "approve", "reason": "", "snapshot_hash": seen.as_str(),
-        "decided_at": Utc::now().to_rfc3339(), "approver": "sam@example.com",
-        "idempotency_key": "sam-1"
-    });
-    let r = producer
-        .http
-        .post(format!("{}/v1/actions/chg/decision", server.url()))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    producer
+        .decide_as("chg", "sam@example.com", seen.as_str(), "sam-1")
+        .await;
     let expired = async {
         loop {
             if producer.get("exp").await.snapshot.status.as_str() == "expired" {

@@ -130,6 +130,26 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Another reviewer decides straight on the server (not through Countersign).
+    pub async fn decide_as(&self, id: &str, approver: &str, snapshot_hash: &str, key: &str) {
+        let body = serde_json::json!({
+            "verdict": "approve", "reason": "", "snapshot_hash": snapshot_hash,
+            "decided_at": chrono::Utc::now().to_rfc3339(), "approver": approver,
+            "idempotency_key": key
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/actions/{id}/decision", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("decision request");
+        assert_eq!(response.status(), 200, "decision by {approver}");
+    }
+}
+
 pub fn new_action(id: &str, title: &str) -> NewAction {
     NewAction {
         id: Some(id.to_owned()),

@@ -71,7 +71,7 @@ impl Console {
         };
         let store = Store::open_in_dir(&data_dir)?;
         if let Some(config) = Config::load(&config_path)? {
-            let engine = Engine::from_config(&config, store)?;
+            let engine = Engine::from_config(&config, store, chrono::Utc::now())?;
             return Ok(Self {
                 engine,
                 server: None,

@@ -30,6 +30,8 @@ pub enum EngineError {
     Decide(#[from] DecideError),
     #[error("no action `{0}` (use `backend/id`, or an id that only one backend has)")]
     UnknownAction(String),
+    #[error("backend `{name}` cannot be used: {reason}")]
+    BackendUnavailable { name: String, reason: String },
     #[error("`{id}` is ambiguous: {}", candidates.join(", "))]
     AmbiguousAction { id: String, candidates: Vec<String> },
 }
@@ -45,6 +47,7 @@ impl EngineError {
             Self::Decide(e) => e.code(),
             Self::UnknownAction(_) => "unknown_action",
             Self::AmbiguousAction { .. } => "ambiguous_action",
+            Self::BackendUnavailable { .. } => "backend_unavailable",
         }
     }
 }
@@ -75,6 +78,9 @@ struct BackendEntry {
 pub struct Engine {
     store: Arc<Store>,
     backends: BTreeMap<String, BackendEntry>,
+    /// Configured backends that could not be built (missing token, bad URL), with why.
+    /// They show as degraded; the others run regardless.
+    unavailable: BTreeMap<String, String>,
     changes: broadcast::Sender<Change>,
     approver: String,
 }
@@ -85,26 +91,48 @@ impl Engine {
         Self {
             store: Arc::new(store),
             backends: BTreeMap::new(),
+            unavailable: BTreeMap::new(),
             changes,
             approver: approver.into(),
         }
     }
 
-    /// Builds every backend in `config` (tokens from where the config says).
-    pub fn from_config(config: &Config, store: Store) -> Result<Self, EngineError> {
+    /// Builds every backend in `config` (tokens from where the config says). A backend
+    /// that cannot be built is recorded as degraded with the reason; it does not stop
+    /// the others.
+    pub fn from_config(
+        config: &Config,
+        store: Store,
+        now: DateTime<Utc>,
+    ) -> Result<Self, EngineError> {
         let approver = config
             .approver
             .clone()
             .unwrap_or_else(crate::config::default_approver);
         let mut engine = Self::new(store, approver);
         for b in &config.backends {
-            let token = b.token()?;
             let mut limits = Limits::default();
             if let Some(secs) = b.timeout_secs {
                 limits.request_timeout = std::time::Duration::from_secs(secs.max(1));
             }
-            let backend = backends::build(b, token, limits)?;
-            engine.add_backend(b.clone(), backend)?;
+            let built = b
+                .token()
+                .map_err(EngineError::from)
+                .and_then(|token| Ok(backends::build(b, token, limits)?));
+            match built {
+                Ok(backend) => engine.add_backend(b.clone(), backend)?,
+                Err(e) => {
+                    engine.store.register_backend(&b.name, &b.kind, &b.url)?;
+                    engine.store.mark_backend_degraded(
+                        &b.name,
+                        e.code(),
+                        &e.to_string(),
+                        now,
+                        now,
+                    )?;
+                    engine.unavailable.insert(b.name.clone(), e.to_string());
+                }
+            }
         }
         Ok(engine)
     }
@@ -173,7 +201,19 @@ impl Engine {
             .await;
             report(&entry.config.name, result)
         });
-        futures_util::future::join_all(passes).await
+        let mut reports = futures_util::future::join_all(passes).await;
+        reports.extend(
+            self.unavailable
+                .iter()
+                .map(|(name, reason)| BackendSyncReport {
+                    backend: name.clone(),
+                    summary: None,
+                    error: Some(reason.clone()),
+                    error_code: Some("config"),
+                }),
+        );
+        reports.sort_by(|a, b| a.backend.cmp(&b.backend));
+        reports
     }
 
     pub fn pending(&self, backend: Option<&str>) -> Result<Vec<PendingAction>, EngineError> {
@@ -257,10 +297,17 @@ impl Engine {
         request: DecisionRequest,
         now: DateTime<Utc>,
     ) -> Result<DecisionReport, EngineError> {
+        let name = &request.action.backend;
+        if let Some(reason) = self.unavailable.get(name) {
+            return Err(EngineError::BackendUnavailable {
+                name: name.clone(),
+                reason: reason.clone(),
+            });
+        }
         let entry = self
             .backends
-            .get(&request.action.backend)
-            .ok_or_else(|| DecideError::UnknownBackend(request.action.backend.clone()))?;
+            .get(name)
+            .ok_or_else(|| DecideError::UnknownBackend(name.clone()))?;
         Ok(decide::decide(&self.store, &*entry.backend, &self.changes, request, now).await?)
     }
 }

@@ -370,42 +370,29 @@ impl Store {
         let details = serde_json::to_string(&s.details).unwrap_or_default();
         let reviews = serde_json::to_string(&s.reviews).unwrap_or_default();
         let now_s = format_millis(&now);
-        let (id, change) = match existing {
-            Some((id, hash)) if hash == action.snapshot_hash.0 => (id, ActionChange::Unchanged),
-            Some((id, _)) => {
-                tx.execute(
-                    "UPDATE actions SET kind = ?2, title = ?3, summary = ?4, requester = ?5,
-                        requested_at = ?6, expires_at = ?7, resource = ?8, details_json = ?9,
-                        approvals_required = ?10, reviews_json = ?11, status = ?12, web_url = ?13,
-                        snapshot_hash = ?14, updated_at = ?15
-                     WHERE id = ?1",
-                    params![
-                        id,
-                        s.kind.as_str(),
-                        s.title,
-                        s.summary,
-                        s.requester,
-                        format_millis(&s.requested_at),
-                        s.expires_at.as_ref().map(format_millis),
-                        s.resource,
-                        details,
-                        s.approvals_required,
-                        reviews,
-                        s.status.as_str(),
-                        s.web_url,
-                        action.snapshot_hash.0,
-                        now_s,
-                    ],
-                )
-                .map_err(|e| self.err(e))?;
-                (id, ActionChange::Updated)
-            }
-            None => {
-                tx.execute(
+        let change = match &existing {
+            Some((_, hash)) if *hash == action.snapshot_hash.0 => ActionChange::Unchanged,
+            Some(_) => ActionChange::Updated,
+            None => ActionChange::Created,
+        };
+        let id = match existing {
+            Some((id, _)) if change == ActionChange::Unchanged => id,
+            _ => tx
+                .query_row(
                     "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,
                         requested_at, expires_at, resource, details_json, approvals_required,
                         reviews_json, status, web_url, snapshot_hash, first_seen_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)
+                     ON CONFLICT (backend_id, external_id) DO UPDATE SET
+                        kind = excluded.kind, title = excluded.title, summary = excluded.summary,
+                        requester = excluded.requester, requested_at = excluded.requested_at,
+                        expires_at = excluded.expires_at, resource = excluded.resource,
+                        details_json = excluded.details_json,
+                        approvals_required = excluded.approvals_required,
+                        reviews_json = excluded.reviews_json, status = excluded.status,
+                        web_url = excluded.web_url, snapshot_hash = excluded.snapshot_hash,
+                        updated_at = excluded.updated_at
+                     RETURNING id",
                     params![
                         backend_id,
                         action.key.external_id,
@@ -424,10 +411,9 @@ impl Store {
                         action.snapshot_hash.0,
                         now_s,
                     ],
+                    |r| r.get(0),
                 )
-                .map_err(|e| self.err(e))?;
-                (tx.last_insert_rowid(), ActionChange::Created)
-            }
+                .map_err(|e| self.err(e))?,
         };
         if change != ActionChange::Unchanged {
             tx.execute(
