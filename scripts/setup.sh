@@ -4,7 +4,8 @@
 # Installs only what is missing:
 #   1. the Debian packages needed to build and run the Tauri app headless
 #      (see shared/HEADLESS.md);
-#   2. the frontend's npm dependencies (npm ci) when ui/node_modules is absent
+#   2. tauri-driver (cargo install) for the end-to-end window tests;
+#   3. the frontend's npm dependencies (npm ci) when ui/node_modules is absent
 #      or older than ui/package-lock.json;
 # then builds the frontend into ui/dist, which `cargo build` embeds.
 #
@@ -64,7 +65,20 @@ else
   log "apt packages: all present"
 fi
 
-# --- 2. Node.js / npm --------------------------------------------------------
+# --- 2. tauri-driver (E2E tests drive the real window through it) -------------
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if command -v tauri-driver >/dev/null 2>&1 || [[ -x "$cargo_bin/tauri-driver" ]]; then
+  log "tauri-driver: present"
+else
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "error: cargo is required to install tauri-driver" >&2
+    exit 1
+  fi
+  log "installing tauri-driver (cargo install --locked)"
+  cargo install tauri-driver --locked
+fi
+
+# --- 3. Node.js / npm --------------------------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   log "error: node and npm are required (Node.js >= 20.19)" >&2
   exit 1
@@ -77,7 +91,7 @@ if ! node -e '
   exit 1
 fi
 
-# --- 3. Frontend dependencies ------------------------------------------------
+# --- 4. Frontend dependencies ------------------------------------------------
 # npm writes node_modules/.package-lock.json on every install: use it as the stamp.
 stamp="ui/node_modules/.package-lock.json"
 if [[ ! -f "$stamp" || ui/package-lock.json -nt "$stamp" ]]; then
@@ -88,7 +102,7 @@ else
   log "frontend dependencies: up to date"
 fi
 
-# --- 4. Frontend build (ui/dist, embedded by cargo build) --------------------
+# --- 5. Frontend build (ui/dist, embedded by cargo build) --------------------
 log "building the frontend into ui/dist"
 npm run --prefix ui build
 

@@ -1,14 +1,24 @@
 //! Build script for the Tauri shell.
 //!
-//! `tauri.conf.json` sits at the repository root (next to the package's
-//! Cargo.toml), but the capability files live in `src-tauri/capabilities/`,
-//! so point tauri-build at them explicitly. Only the capabilities listed in
-//! `app.security.capabilities` of `tauri.conf.json` are active.
+//! `tauri.conf.json` sits at the repository root, but the capability files live in
+//! `src-tauri/capabilities/`. The app manifest lists the shell's own commands so that
+//! each needs an explicit `allow-…` permission: a command the capability does not name
+//! cannot be called from the window.
+
+/// Every `#[tauri::command]` in src-tauri/commands.rs.
+const COMMANDS: &[&str] = &[
+    "inbox",
+    "action_detail",
+    "open_action",
+    "decide",
+    "open_in_browser",
+    "app_info",
+];
 
 fn main() {
-    // tauri-build does not watch a custom capabilities path by itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");
-    let attributes =
-        tauri_build::Attributes::new().capabilities_path_pattern("./src-tauri/capabilities/**/*");
+    let attributes = tauri_build::Attributes::new()
+        .capabilities_path_pattern("./src-tauri/capabilities/**/*")
+        .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS));
     tauri_build::try_build(attributes).expect("tauri-build failed (see the error above)");
 }

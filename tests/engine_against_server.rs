@@ -10,7 +10,8 @@ use chrono::Utc;
 use common::*;
 use countersign_core::backends::{self, Limits};
 use countersign_core::config::BackendConfig;
-use countersign_core::decide::{DecideError, DecisionRequest};
+use countersign_core::api::DecisionInput;
+use countersign_core::decide::DecideError;
 use countersign_core::model::{ActionKey, DeliveryState, TimelineKind, Verdict};
 use countersign_core::shutdown;
 use countersign_core::store::Store;
@@ -198,13 +199,12 @@ async fn synced_engine(dir: &std::path::Path, url: String) -> Engine {
     engine
 }
 
-fn approve(key: &ActionKey, seen: &countersign_core::snapshot::SnapshotHash) -> DecisionRequest {
-    DecisionRequest {
+fn approve(key: &ActionKey, seen: &countersign_core::snapshot::SnapshotHash) -> DecisionInput {
+    DecisionInput {
         action: key.clone(),
         verdict: Verdict::Approve,
         reason: "ticket OPS-1234".into(),
         seen_snapshot_hash: seen.clone(),
-        approver: APPROVER.into(),
     }
 }
 

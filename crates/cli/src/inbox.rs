@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use chrono::Utc;
-use countersign_core::decide::DecisionRequest;
+use countersign_core::api::DecisionInput;
 use countersign_core::model::{PendingAction, Verdict};
 use countersign_core::shutdown;
 use countersign_core::sync::Change;
@@ -213,13 +213,12 @@ async fn command(console: &Console, shown: &[PendingAction], line: &str) -> Repl
             } else {
                 Verdict::Deny
             };
-            let request = DecisionRequest {
+            let request = DecisionInput {
                 action: a.key.clone(),
                 verdict,
                 reason: parts.next().unwrap_or_default().to_owned(),
                 // Exactly what was on screen when the person typed the command.
                 seen_snapshot_hash: a.snapshot_hash.clone(),
-                approver: console.engine.approver().to_owned(),
             };
             match console.engine.decide(request, Utc::now()).await {
                 Ok(report) => Reply::Message(render::decision_report(&report)),

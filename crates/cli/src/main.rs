@@ -10,12 +10,14 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
-use countersign_core::decide::{DecideError, DecisionRequest};
+use countersign_core::api::DecisionInput;
+use countersign_core::decide::DecideError;
 use countersign_core::model::Verdict;
 use countersign_core::snapshot::SnapshotHash;
 use countersign_core::EngineError;
 
-use console::{Console, Embedded};
+use console::Console;
+use countersign_server::launch::Embedded;
 
 #[derive(Parser)]
 #[command(
@@ -216,12 +218,11 @@ async fn decide(g: &Global, args: DecideArgs, verdict: Verdict) -> Result<(), co
     let report = console
         .engine
         .decide(
-            DecisionRequest {
+            DecisionInput {
                 action: key,
                 verdict,
                 reason: args.reason.unwrap_or_default(),
                 seen_snapshot_hash: seen,
-                approver: console.engine.approver().to_owned(),
             },
             Utc::now(),
         )

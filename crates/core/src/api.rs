@@ -13,7 +13,10 @@ use tokio::task::JoinHandle;
 use crate::backends::{self, Backend, Limits};
 use crate::config::{BackendConfig, Config, ConfigError};
 use crate::decide::{self, DecideError, DecisionReport, DecisionRequest};
-use crate::model::{ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind};
+use crate::model::{
+    ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind, Verdict,
+};
+use crate::snapshot::{FieldChange, SnapshotHash};
 use crate::shutdown::Shutdown;
 use crate::store::{ActionQuery, BackendStatus, Store, StoreError};
 use crate::sync::{BackendSync, Change, SyncError, SyncSummary};
@@ -54,10 +57,73 @@ impl EngineError {
 
 /// One action with everything the detail view shows.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ActionDetail {
     pub action: PendingAction,
     pub timeline: Vec<TimelineEvent>,
     pub decisions: Vec<Decision>,
+}
+
+/// Everything the inbox shows, read in one go so the numbers agree.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct InboxView {
+    /// Pending actions, soonest expiry first.
+    pub actions: Vec<PendingAction>,
+    pub backends: Vec<BackendStatus>,
+    /// When this view was read; countdowns start from here.
+    pub read_at: DateTime<Utc>,
+}
+
+/// A decision as a person makes it: on which action, which snapshot, and why. The
+/// approver is the engine's own identity, never the caller's say.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct DecisionInput {
+    pub action: ActionKey,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// The snapshot hash of what was on screen.
+    pub seen_snapshot_hash: SnapshotHash,
+}
+
+/// An error as a UI receives it: a stable `code` to act on, a message for people, and
+/// for a refused stale decision, what changed and the action as it is now.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    pub changes: Vec<FieldChange>,
+    pub current: Option<PendingAction>,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            changes: Vec::new(),
+            current: None,
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let (changes, current) = match &e {
+            EngineError::Decide(DecideError::Changed {
+                changes, current, ..
+            }) => (changes.clone(), Some((**current).clone())),
+            _ => (Vec::new(), None),
+        };
+        Self {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            changes,
+            current,
+        }
+    }
 }
 
 /// Result of one `sync` pass over one backend.
@@ -224,6 +290,14 @@ impl Engine {
         })?)
     }
 
+    pub fn inbox(&self, now: DateTime<Utc>) -> Result<InboxView, EngineError> {
+        Ok(InboxView {
+            actions: self.pending(None)?,
+            backends: self.backends()?,
+            read_at: now,
+        })
+    }
+
     pub fn history(&self, limit: u32) -> Result<Vec<PendingAction>, EngineError> {
         Ok(self.store.history(limit)?)
     }
@@ -291,13 +365,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs the just-in-time decision pipeline.
+    /// Runs the just-in-time decision pipeline, as this engine's approver.
     pub async fn decide(
         &self,
-        request: DecisionRequest,
+        input: DecisionInput,
         now: DateTime<Utc>,
     ) -> Result<DecisionReport, EngineError> {
-        let name = &request.action.backend;
+        let name = &input.action.backend;
         if let Some(reason) = self.unavailable.get(name) {
             return Err(EngineError::BackendUnavailable {
                 name: name.clone(),
@@ -308,6 +382,13 @@ impl Engine {
             .backends
             .get(name)
             .ok_or_else(|| DecideError::UnknownBackend(name.clone()))?;
+        let request = DecisionRequest {
+            action: input.action,
+            verdict: input.verdict,
+            reason: input.reason,
+            seen_snapshot_hash: input.seen_snapshot_hash,
+            approver: self.approver.clone(),
+        };
         Ok(decide::decide(&self.store, &*entry.backend, &self.changes, request, now).await?)
     }
 }

@@ -40,6 +40,7 @@ pub struct DecisionRequest {
 
 /// The outcome the caller shows: the decision as recorded and where delivery stands.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct DecisionReport {
     pub decision: Decision,
     /// Why it is still queued, when delivery did not complete now.
@@ -149,7 +150,7 @@ pub async fn decide(
                 let _ = changes.send(Change::Action {
                     key: c.key,
                     change: c.change,
-                    new_events: c.new_events,
+                    new_events: u32::try_from(c.new_events).unwrap_or(u32::MAX),
                 });
             }
             (remote.action, false)

@@ -12,6 +12,7 @@ use crate::snapshot::{self, SnapshotHash};
 /// Identifies one action across all backends: the configured backend's name plus the
 /// id the backend gave it. Printed and parsed as `backend/external_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ActionKey {
     pub backend: String,
     pub external_id: String,
@@ -33,6 +34,7 @@ impl fmt::Display for ActionKey {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     DbSession,
@@ -72,6 +74,7 @@ impl ActionKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
     Pending,
@@ -117,12 +120,14 @@ impl ActionStatus {
 /// One labelled line of an action's details. Kept as an ordered list (not a map)
 /// because the backend's order is part of how a request reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Detail {
     pub key: String,
     pub value: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewVerdict {
     Approved,
@@ -131,10 +136,12 @@ pub enum ReviewVerdict {
 
 /// A review already given by someone (possibly not us), as the backend reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Review {
     pub reviewer: String,
     pub verdict: ReviewVerdict,
     #[serde(with = "snapshot::millis")]
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -147,6 +154,7 @@ pub struct Review {
 /// line must not invalidate a decision. Anything that changes what is being approved
 /// (the request itself, its expiry, the reviews so far, its status) is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ActionSnapshot {
     pub kind: ActionKind,
     pub title: String,
@@ -154,8 +162,10 @@ pub struct ActionSnapshot {
     pub summary: String,
     pub requester: String,
     #[serde(with = "snapshot::millis")]
+    #[cfg_attr(feature = "specta", specta(type = String))]
     pub requested_at: DateTime<Utc>,
     #[serde(default, with = "snapshot::millis_opt")]
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub resource: String,
@@ -182,6 +192,7 @@ impl ActionSnapshot {
 
 /// An action as the engine knows it: its key, what a person sees, and the hash of that.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct PendingAction {
     pub key: ActionKey,
     #[serde(flatten)]
@@ -214,6 +225,7 @@ impl PendingAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum EventSource {
     /// Reported by the backend.
@@ -232,6 +244,7 @@ impl EventSource {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum TimelineKind {
     Requested,
@@ -284,6 +297,7 @@ impl TimelineKind {
 
 /// One step in an action's processing, from the backend or from this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct TimelineEvent {
     pub at: DateTime<Utc>,
     pub source: EventSource,
@@ -322,6 +336,7 @@ pub struct RemoteAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Approve,
@@ -347,6 +362,7 @@ impl Verdict {
 
 /// Where a decision stands on its way to the backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Committed locally, not yet acknowledged by the backend (offline, or retrying).
@@ -382,6 +398,7 @@ impl DeliveryState {
 /// A person's verdict on one snapshot of one action. Signing (key fingerprint and
 /// signature) is filled in by the signing stage of the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Decision {
     pub action: ActionKey,
     pub verdict: Verdict,

@@ -15,6 +15,7 @@ use crate::model::ActionSnapshot;
 
 /// Hex SHA-256 of a snapshot's canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(transparent)]
 pub struct SnapshotHash(pub String);
 
@@ -52,6 +53,7 @@ pub fn hash(snapshot: &ActionSnapshot) -> SnapshotHash {
 
 /// One field that differs between the snapshot a person saw and the current one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct FieldChange {
     pub field: String,
     /// What the person saw, as canonical JSON text (`null` when absent).

@@ -25,12 +25,13 @@ const OUTBOX_TICK: Duration = Duration::from_secs(1);
 /// What changed, broadcast to every subscriber (the window, the CLI's live inbox).
 /// Carries keys, not data: subscribers read the store, which is the one truth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
     Action {
         key: ActionKey,
         change: ActionChange,
-        new_events: usize,
+        new_events: u32,
     },
     Timeline {
         key: ActionKey,
@@ -122,7 +123,7 @@ impl BackendSync {
                 let _ = self.changes.send(Change::Action {
                     key: c.key.clone(),
                     change: c.change,
-                    new_events: c.new_events,
+                    new_events: u32::try_from(c.new_events).unwrap_or(u32::MAX),
                 });
             }
         }

@@ -26,6 +26,8 @@
 //! - `scenario`: the demo generator (`--scenario demo`).
 //! - `shutdown`: the watch-channel shutdown signal every task listens to.
 //! - `error`: [`ServerError`] and the HTTP error answers.
+//! - [`launch`]: opens the engine for the CLI and the app, with this server embedded
+//!   when there is no config file (the embedded default).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +42,7 @@ mod auth;
 mod error;
 mod events;
 mod expiry;
+pub mod launch;
 mod routes;
 mod scenario;
 mod shutdown;

@@ -64,6 +64,7 @@ pub struct Store {
 
 /// What storing an action from a backend changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ActionChange {
     Created,
@@ -82,6 +83,7 @@ pub struct StoredChange {
 
 /// A backend's health as the sync task last saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct BackendStatus {
     pub name: String,
     pub kind: String,
@@ -93,7 +95,7 @@ pub struct BackendStatus {
     pub last_error_at: Option<DateTime<Utc>>,
     pub next_retry_at: Option<DateTime<Utc>>,
     pub last_ok_at: Option<DateTime<Utc>>,
-    pub pending: u64,
+    pub pending: u32,
 }
 
 /// A decision waiting in the outbox.

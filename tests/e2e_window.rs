@@ -1,0 +1,273 @@
+//! The real Countersign window, end to end: Xvfb, tauri-driver, WebKitWebDriver and the
+//! `countersign-app` binary against the reference server as its own process. Each test
+//! is its own session (own display, server, temp dirs); nextest runs them one at a time
+//! (test group `e2e` in .config/nextest.toml).
+//!
+//! The UI is addressed only through its `data-testid` contract (docs in the harness).
+
+mod common;
+mod e2e;
+
+use std::time::Duration;
+
+use common::{new_action, Producer};
+use countersign_core::model::{ActionStatus, Detail};
+use e2e::{row, E2e, APPROVER, WAIT};
+
+const ROWS: &str = r#"[data-testid="inbox-row"]"#;
+const DETAIL: &str = r#"[data-testid="detail"]"#;
+const DETAIL_TITLE: &str = r#"[data-testid="detail-title"]"#;
+const REASON: &str = r#"[data-testid="reason"]"#;
+const APPROVE: &str = r#"[data-testid="approve"]"#;
+const RESULT: &str = r#"[data-testid="decision-result"]"#;
+const STALE: &str = r#"[data-testid="stale-refusal"]"#;
+
+fn event(kind: &str) -> String {
+    format!(r#"[data-testid="timeline-event"][data-kind="{kind}"]"#)
+}
+
+/// A realistic small inbox, so the README screenshot shows something worth seeing.
+async fn seed(producer: &Producer) {
+    use countersign_core::model::ActionKind;
+    let mut deploy = new_action("deploy-4812", "Deploy billing-api v2.31.0 to production");
+    deploy.kind = ActionKind::Deployment;
+    deploy.requester = "ci@example.com".into();
+    deploy.resource = "billing-api".into();
+    deploy.summary = "Canary passed; 14 commits since v2.30.2".into();
+    deploy.details = vec![
+        Detail {
+            key: "image".into(),
+            value: "registry.example.com/billing-api:2.31.0".into(),
+        },
+        Detail {
+            key: "strategy".into(),
+            value: "rolling, 25% at a time".into(),
+        },
+    ];
+    producer.create(&deploy).await;
+    let mut tool = new_action("agent-77", "Agent wants to run `terraform apply`");
+    tool.kind = ActionKind::AgentToolCall;
+    tool.requester = "ops-agent".into();
+    tool.resource = "infra/prod".into();
+    tool.details = vec![Detail {
+        key: "plan".into(),
+        value: "2 to add, 1 to change, 0 to destroy".into(),
+    }];
+    producer.create(&tool).await;
+}
+
+#[tokio::test]
+async fn smoke_window_opens() {
+    let mut e2e = E2e::start("smoke_window_opens");
+    e2e.launch().await;
+    assert_eq!(e2e.title().await, "Countersign");
+
+    // What tauri-driver was given is what the app process runs with.
+    let env = e2e.app_process_env();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} missing in the app's environment"))
+    };
+    assert_eq!(get("DISPLAY"), e2e.xvfb.name());
+    assert_eq!(get("COUNTERSIGN_CONFIG"), e2e.config_path().display().to_string());
+    assert_eq!(get("COUNTERSIGN_DATA_DIR"), e2e.data_dir().display().to_string());
+    assert_eq!(get(e2e::TOKEN_ENV), common::TOKEN);
+    assert_eq!(get("HOME"), e2e.dir.path().join("home").display().to_string());
+    assert!(get("XDG_DATA_HOME").starts_with(&e2e.dir.path().display().to_string()));
+
+    let shot = e2e.screenshot("window").await;
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn inbox_lists_server_actions() {
+    let mut e2e = E2e::start("inbox_lists_server_actions");
+    e2e.producer
+        .create(&new_action("a-1", "Read-only session on prod-billing"))
+        .await;
+    e2e.producer
+        .create(&new_action("a-2", "Second pending request"))
+        .await;
+    e2e.launch_ready().await;
+
+    e2e.wait_for(&row("a-1"), WAIT).await;
+    e2e.wait_for(&row("a-2"), WAIT).await;
+    let mut keys = Vec::new();
+    for el in e2e.find_all(ROWS).await {
+        keys.push(el.attr("data-key").await.unwrap().unwrap_or_default());
+    }
+    keys.sort();
+    assert_eq!(keys, ["prod/a-1", "prod/a-2"]);
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn new_action_appears_without_reload() {
+    let mut e2e = E2e::start("new_action_appears_without_reload");
+    e2e.producer
+        .create(&new_action("first", "Already there"))
+        .await;
+    e2e.launch_ready().await;
+    e2e.wait_for(&row("first"), WAIT).await;
+
+    // Mark the document: a reload would lose the mark.
+    e2e.js("window.__e2eMark = 42; return null;", vec![]).await;
+    e2e.producer
+        .create(&new_action("late", "Created while the window is open"))
+        .await;
+    e2e.wait_for(&row("late"), WAIT).await;
+    let mark = e2e.js("return window.__e2eMark ?? null;", vec![]).await;
+    assert_eq!(mark, 42, "the page was reloaded");
+    assert_eq!(e2e.count(ROWS).await, 2);
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn detail_shows_timeline() {
+    let mut e2e = E2e::start("detail_shows_timeline");
+    seed(&e2e.producer).await;
+    e2e.producer
+        .create(&new_action("db-9", "Read-only session on prod-billing"))
+        .await;
+    e2e.launch_ready().await;
+
+    e2e.click(&row("deploy-4812")).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    e2e.wait_text(DETAIL_TITLE, WAIT, |t| {
+        t == "Deploy billing-api v2.31.0 to production"
+    })
+    .await;
+    e2e.wait_for(&event("requested"), WAIT).await;
+    // Opening it is itself recorded (the server tells the requester someone looked).
+    e2e.wait_for(&event("viewed"), WAIT).await;
+    let fields = e2e
+        .text_contents(r#"[data-testid="detail-field"]"#)
+        .await
+        .join("\n");
+    assert!(
+        fields.contains("registry.example.com/billing-api:2.31.0"),
+        "{fields}"
+    );
+    e2e.screenshot("inbox-detail").await;
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn approve_with_reason_records_one_decision() {
+    let mut e2e = E2e::start("approve_with_reason_records_one_decision");
+    e2e.producer
+        .create(&new_action("ok-1", "Read-only session on prod-billing"))
+        .await;
+    e2e.launch_ready().await;
+
+    e2e.click(&row("ok-1")).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    e2e.type_text(REASON, "Reconciliation ticket FIN-2231").await;
+    e2e.click(APPROVE).await;
+    e2e.wait_for(RESULT, WAIT).await;
+    e2e.wait_gone(&row("ok-1"), WAIT).await;
+
+    let action = e2e.producer.get("ok-1").await;
+    assert_eq!(action.snapshot.reviews.len(), 1, "{:?}", action.snapshot);
+    assert_eq!(action.snapshot.reviews[0].reviewer, APPROVER);
+    assert_eq!(action.snapshot.status, ActionStatus::Approved);
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn stale_snapshot_is_refused() {
+    let mut e2e = E2e::start("stale_snapshot_is_refused");
+    let mut two = new_action("two-1", "Needs two approvals");
+    two.approvals_required = Some(2);
+    e2e.producer.create(&two).await;
+    e2e.launch_ready().await;
+
+    e2e.click(&row("two-1")).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    e2e.wait_for(&event("viewed"), WAIT).await;
+
+    // Another reviewer approves straight on the server while the detail is open.
+    let seen = e2e.producer.get("two-1").await;
+    e2e.producer
+        .decide_as(
+            "two-1",
+            "sam@example.com",
+            seen.snapshot_hash.as_str(),
+            "sam-1",
+        )
+        .await;
+
+    e2e.type_text(REASON, "Looks fine").await;
+    e2e.click(APPROVE).await;
+    e2e.wait_for(STALE, WAIT).await;
+    e2e.wait_for(
+        r#"[data-testid="stale-refusal"] [data-testid="changed-field"][data-field="reviews"]"#,
+        WAIT,
+    )
+    .await;
+
+    let after = e2e.producer.get("two-1").await;
+    let reviewers: Vec<_> = after.snapshot.reviews.iter().map(|r| &r.reviewer).collect();
+    assert_eq!(reviewers, ["sam@example.com"], "{:?}", after.snapshot);
+    assert_eq!(after.snapshot.status, ActionStatus::Pending);
+    e2e.close().await;
+}
+
+#[tokio::test]
+async fn hostile_text_stays_text() {
+    const TITLE: &str = r#"<img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>"#;
+    const VALUE: &str = "<b>bold</b><script>alert(1)</script>";
+    let mut e2e = E2e::start("hostile_text_stays_text");
+    let mut evil = new_action("evil-1", TITLE);
+    evil.summary = TITLE.into();
+    evil.details = vec![Detail {
+        key: "payload".into(),
+        value: VALUE.into(),
+    }];
+    e2e.producer.create(&evil).await;
+    e2e.launch_ready().await;
+
+    let inbox = e2e.text_contents(&row("evil-1")).await.join("\n");
+    assert!(inbox.contains(TITLE), "inbox row: {inbox:?}");
+    e2e.click(&row("evil-1")).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    assert_eq!(e2e.text(DETAIL_TITLE).await, TITLE);
+
+    // Some element inside the detail holds exactly the value, as text.
+    let exact = e2e
+        .js(
+            "const want = arguments[0];
+             return Array.from(document.querySelectorAll(
+               '[data-testid=\"detail\"] [data-testid=\"detail-field\"], \
+                [data-testid=\"detail\"] [data-testid=\"detail-field\"] *'))
+               .some(e => e.textContent.trim() === want);",
+            vec![serde_json::json!(VALUE)],
+        )
+        .await;
+    let fields = e2e.text_contents(r#"[data-testid="detail-field"]"#).await;
+    assert_eq!(exact, true, "no detail field shows {VALUE:?}: {fields:?}");
+
+    // Give a would-be onerror/script a moment to run before asserting it did not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        e2e.client().get_alert_text().await.is_err(),
+        "an alert opened"
+    );
+    assert_eq!(e2e.title().await, "Countersign");
+    let injected = r#"[data-testid="detail"] script, [data-testid="detail"] img,
+        [data-testid="inbox-row"] script, [data-testid="inbox-row"] img"#;
+    assert_eq!(e2e.count(injected).await, 0, "markup from the payload was parsed");
+    let bold = e2e
+        .js(
+            "return Array.from(document.querySelectorAll('[data-testid=\"detail\"] b'))
+               .some(e => e.textContent === 'bold');",
+            vec![],
+        )
+        .await;
+    assert_eq!(bold, false, "<b>bold</b> was parsed as markup");
+    e2e.close().await;
+}
