@@ -21,11 +21,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build (integration tests run the real binaries)"
 cargo build --workspace --locked
 
-step "tests"
+step "ui: unit tests"
+npm --prefix ui run --silent test
+
+step "tests (inside a private D-Bus session with a real Secret Service)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   profile=default
   [ "${CI:-}" = "true" ] && profile=ci
-  cargo nextest run --workspace --locked --profile "$profile"
+  bash scripts/with-keyring.sh cargo nextest run --workspace --locked --profile "$profile"
 else
-  cargo test --workspace --locked
+  bash scripts/with-keyring.sh cargo test --workspace --locked
 fi

@@ -79,7 +79,8 @@ pub fn run() {
 /// Opens the engine, starts syncing and forwards changes to the window. A failure is
 /// kept as the app's state so the window can say what is wrong.
 async fn start_engine(app: tauri::AppHandle) -> AppState {
-    let launched = match launch::open(&Paths::from_env(), Embedded::Demo, chrono::Utc::now()).await {
+    let launched = match launch::open(&Paths::from_env(), Embedded::Demo, chrono::Utc::now()).await
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot start the engine: {e}");

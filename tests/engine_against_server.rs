@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
+use countersign_core::api::DecisionInput;
 use countersign_core::backends::{self, Limits};
 use countersign_core::config::BackendConfig;
-use countersign_core::api::DecisionInput;
 use countersign_core::decide::DecideError;
 use countersign_core::model::{ActionKey, DeliveryState, TimelineKind, Verdict};
 use countersign_core::shutdown;
+use countersign_core::signer::{OsKeyring, Signer};
 use countersign_core::store::Store;
 use countersign_core::{Engine, EngineError};
+use std::sync::Arc;
 
 const APPROVER: &str = "ana@example.com";
 
@@ -239,7 +241,26 @@ async fn a_decision_is_rechecked_delivered_and_recorded() {
         .filter(|e| e.source == countersign_core::model::EventSource::Local)
         .map(|e| e.kind)
         .collect();
-    assert_eq!(local, [TimelineKind::Decided, TimelineKind::Delivered]);
+    assert_eq!(
+        local,
+        [
+            TimelineKind::Decided,
+            TimelineKind::Signed,
+            TimelineKind::Delivered
+        ]
+    );
+    // The decision carries a signature over its canonical payload, made by our key.
+    let d = &detail.decisions[0];
+    countersign_core::signer::verify(
+        d.public_key.as_deref().unwrap(),
+        countersign_core::audit::decision_payload(d).as_bytes(),
+        d.signature.as_deref().unwrap(),
+    )
+    .expect("the stored signature verifies");
+    assert_eq!(
+        d.key_fingerprint.as_deref(),
+        Some(engine.key_info().unwrap().fingerprint.as_str())
+    );
 
     // Deciding twice on the same action is refused locally.
     let again = engine.decide(approve(&key, &seen), Utc::now()).await;
@@ -415,4 +436,52 @@ async fn an_offline_decision_meets_409_and_410_from_the_server_on_delivery() {
         .unwrap();
     assert_eq!(last.kind, TimelineKind::DeliveryFailed);
     assert!(last.text.contains("changed"), "{}", last.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_allowed_signers_takes_our_signature_and_refuses_a_stranger() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keys live in the test session's real Secret Service, under entries of their own.
+    let ours = Arc::new(OsKeyring::with_names("countersign-test", "allowed-ours"));
+    let stranger = Arc::new(OsKeyring::with_names(
+        "countersign-test",
+        "allowed-stranger",
+    ));
+    let (signer, _) = Signer::load_or_create(&*ours).unwrap();
+    let signers = dir.path().join("allowed_signers");
+    std::fs::write(&signers, signer.allowed_signers_line(APPROVER) + "\n").unwrap();
+
+    let server = ServerProcess::start_with(
+        &dir.path().join("server.db"),
+        "127.0.0.1:0",
+        &["--allowed-signers".as_ref(), signers.as_os_str()],
+    );
+    let producer = Producer::new(&server.url());
+    producer
+        .create(&new_action("ok-1", "Signed by a known key"))
+        .await;
+    producer
+        .create(&new_action("no-1", "Signed by a stranger"))
+        .await;
+
+    for (who, keys, id) in [("a", ours, "ok-1"), ("b", stranger, "no-1")] {
+        let engine = engine_for(&dir.path().join(who), &[("prod", server.url(), TOKEN)])
+            .with_key_store(keys);
+        engine.sync_once(Utc::now()).await;
+        let key = ActionKey::new("prod", id);
+        let seen = engine.detail(&key).unwrap().action.snapshot_hash;
+        let report = engine
+            .decide(approve(&key, &seen), Utc::now())
+            .await
+            .unwrap();
+        match (id, &report.decision.delivery) {
+            ("ok-1", DeliveryState::Delivered) => {}
+            ("no-1", DeliveryState::Rejected { reason }) => {
+                assert!(reason.contains("not in allowed_signers"), "{reason}");
+            }
+            other => panic!("unexpected delivery {other:?}"),
+        }
+    }
+    assert_eq!(producer.get("ok-1").await.snapshot.reviews.len(), 1);
+    assert!(producer.get("no-1").await.snapshot.reviews.is_empty());
 }

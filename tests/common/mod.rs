@@ -43,9 +43,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `countersign-server` on `addr` (port 0 for any) with its state in `state`.
     pub fn start(state: &Path, addr: &str) -> Self {
+        Self::start_with(state, addr, &[])
+    }
+
+    /// Same, with extra command-line arguments.
+    pub fn start_with(state: &Path, addr: &str, extra: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(bin("countersign-server"))
             .args(["--addr", addr, "--state"])
             .arg(state)
+            .args(extra)
             .env("COUNTERSIGN_SERVER_TOKEN", TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

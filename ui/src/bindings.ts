@@ -262,6 +262,12 @@ export type Decision_Deserialize = {
 	snapshot_hash: SnapshotHash,
 	idempotency_key: string,
 	key_fingerprint?: string | null,
+	/**
+	 *  OpenSSH public key of the signer (kept so a retry after a key rotation still
+	 *  sends the key that made the signature).
+	 */
+	public_key?: string | null,
+	/**  Armored SSHSIG over the canonical decision payload (`audit::decision_payload`). */
 	signature?: string | null,
 	delivery: DeliveryState,
 };
@@ -279,6 +285,12 @@ export type Decision_Serialize = {
 	snapshot_hash: SnapshotHash,
 	idempotency_key: string,
 	key_fingerprint: string | null,
+	/**
+	 *  OpenSSH public key of the signer (kept so a retry after a key rotation still
+	 *  sends the key that made the signature).
+	 */
+	public_key: string | null,
+	/**  Armored SSHSIG over the canonical decision payload (`audit::decision_payload`). */
 	signature: string | null,
 	delivery: DeliveryState,
 };

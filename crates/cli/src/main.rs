@@ -8,12 +8,15 @@ mod render;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use countersign_core::api::DecisionInput;
+use countersign_core::audit::{self, AllowedSigners};
 use countersign_core::decide::DecideError;
+use countersign_core::export;
 use countersign_core::model::Verdict;
 use countersign_core::snapshot::SnapshotHash;
+use countersign_core::store::AuditQuery;
 use countersign_core::EngineError;
 
 use console::Console;
@@ -87,6 +90,56 @@ enum Command {
     },
     /// Live inbox: refreshes as requests arrive; decide from its prompt.
     Inbox,
+    /// The decision signing key (kept only in the OS keyring).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Write the audit chain as CSV (docs/audit-csv.md), verifiable with ssh-keygen.
+    Export {
+        /// Entries at or after this time (RFC 3339, or YYYY-MM-DD).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Entries before this time (RFC 3339, or YYYY-MM-DD).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+        /// Only entries about this backend's actions.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Re-walk the audit chain and every signature: the database, or an exported CSV.
+    Verify {
+        /// An exported audit CSV; without it, the local database is checked.
+        csv: Option<PathBuf>,
+        /// OpenSSH allowed_signers file: every decision must be signed by a key it
+        /// allows for the decision's approver.
+        #[arg(long, value_name = "FILE")]
+        allowed_signers: Option<PathBuf>,
+        /// The CSV is a filtered export (--from/--to/--backend): check each row and the
+        /// links between neighbours instead of requiring the whole chain.
+        #[arg(long)]
+        excerpt: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the public key, its fingerprint and an allowed_signers line.
+    Show,
+    /// Make a new key; the rotation is recorded in the audit chain.
+    Rotate,
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("`{s}` is neither RFC 3339 nor YYYY-MM-DD"))
 }
 
 #[derive(Args)]
@@ -196,6 +249,44 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
                 print!("{}", render::backends(&statuses, Utc::now()));
             }
         }
+        Command::Key { command } => {
+            let console = Console::open(g, Embedded::Off).await?;
+            let info = match command {
+                KeyCommand::Show => console.engine.key_info()?,
+                KeyCommand::Rotate => {
+                    let info = console.engine.rotate_key(Utc::now())?;
+                    println!("New signing key; the rotation is in the audit chain.");
+                    info
+                }
+            };
+            println!("public key      {}", info.public_key);
+            println!("fingerprint     {}", info.fingerprint);
+            println!("allowed_signers {}", info.allowed_signers);
+        }
+        Command::Export {
+            from,
+            to,
+            backend,
+            output,
+        } => {
+            let console = Console::open(g, Embedded::Off).await?;
+            let entries = console.engine.audit(&AuditQuery { from, to, backend })?;
+            match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)?;
+                    export::write_csv(&entries, std::io::BufWriter::new(file))
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    eprintln!("{} entries written to {}", entries.len(), path.display());
+                }
+                None => export::write_csv(&entries, std::io::stdout().lock())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            }
+        }
+        Command::Verify {
+            csv,
+            allowed_signers,
+            excerpt,
+        } => return verify(g, csv, allowed_signers, excerpt).await,
         Command::Inbox => {
             let console = Console::open(g, Embedded::Demo).await?;
             inbox::run(&console).await?;
@@ -203,6 +294,57 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(
+    g: &Global,
+    csv: Option<PathBuf>,
+    allowed_signers: Option<PathBuf>,
+    excerpt: bool,
+) -> Result<ExitCode, console::CliError> {
+    let allowed = match &allowed_signers {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            Some(AllowedSigners::parse(&text).map_err(|e| {
+                std::io::Error::other(format!("allowed signers {}: {e}", path.display()))
+            })?)
+        }
+        None => None,
+    };
+    let (what, result) = match &csv {
+        Some(path) => {
+            let file = std::fs::File::open(path)?;
+            let entries = export::read_csv(std::io::BufReader::new(file))
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let result = if excerpt {
+                audit::verify_excerpt(&entries, allowed.as_ref())
+            } else {
+                audit::verify_chain(&entries, allowed.as_ref())
+            };
+            (path.display().to_string(), result)
+        }
+        None => {
+            let console = Console::open(g, Embedded::Off).await?;
+            let entries = console.engine.audit(&AuditQuery::default())?;
+            (
+                "the local audit chain".to_owned(),
+                audit::verify_chain(&entries, allowed.as_ref()),
+            )
+        }
+    };
+    match result {
+        Ok(report) => {
+            println!(
+                "OK: {what}: {} entries, {} signatures verified, head {}",
+                report.entries, report.signatures, report.head_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("countersign: {what}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn decide(g: &Global, args: DecideArgs, verdict: Verdict) -> Result<(), console::CliError> {

@@ -10,15 +10,17 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::audit::{self, AllowedSigners, AuditEntry, ChainBreak, ChainReport};
 use crate::backends::{self, Backend, Limits};
 use crate::config::{BackendConfig, Config, ConfigError};
 use crate::decide::{self, DecideError, DecisionReport, DecisionRequest};
 use crate::model::{
     ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind, Verdict,
 };
-use crate::snapshot::{FieldChange, SnapshotHash};
 use crate::shutdown::Shutdown;
-use crate::store::{ActionQuery, BackendStatus, Store, StoreError};
+use crate::signer::{KeyStore, OsKeyring, Signer, SignerError};
+use crate::snapshot::{FieldChange, SnapshotHash};
+use crate::store::{ActionQuery, AuditQuery, BackendStatus, Store, StoreError};
 use crate::sync::{BackendSync, Change, SyncError, SyncSummary};
 
 #[derive(Debug, Error)]
@@ -33,6 +35,10 @@ pub enum EngineError {
     Decide(#[from] DecideError),
     #[error("no action `{0}` (use `backend/id`, or an id that only one backend has)")]
     UnknownAction(String),
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error("the audit chain is broken at {0}")]
+    Chain(ChainBreak),
     #[error("backend `{name}` cannot be used: {reason}")]
     BackendUnavailable { name: String, reason: String },
     #[error("`{id}` is ambiguous: {}", candidates.join(", "))]
@@ -51,6 +57,8 @@ impl EngineError {
             Self::UnknownAction(_) => "unknown_action",
             Self::AmbiguousAction { .. } => "ambiguous_action",
             Self::BackendUnavailable { .. } => "backend_unavailable",
+            Self::Signer(e) => e.code(),
+            Self::Chain(_) => "chain_broken",
         }
     }
 }
@@ -149,6 +157,18 @@ pub struct Engine {
     unavailable: BTreeMap<String, String>,
     changes: broadcast::Sender<Change>,
     approver: String,
+    key_store: Arc<dyn KeyStore>,
+    /// Loaded on first use, so commands that only read never touch the keyring.
+    signer: std::sync::Mutex<Option<Arc<Signer>>>,
+}
+
+/// The signing key as a person sees it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct KeyInfo {
+    pub public_key: String,
+    pub fingerprint: String,
+    pub allowed_signers: String,
 }
 
 impl Engine {
@@ -160,7 +180,74 @@ impl Engine {
             unavailable: BTreeMap::new(),
             changes,
             approver: approver.into(),
+            key_store: Arc::new(OsKeyring::new()),
+            signer: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps the signing key somewhere else than the OS keyring's default entry.
+    pub fn with_key_store(mut self, key_store: Arc<dyn KeyStore>) -> Self {
+        self.key_store = key_store;
+        self.signer = std::sync::Mutex::new(None);
+        self
+    }
+
+    /// The signing key, made and stored in the keyring on first use.
+    pub fn signer(&self) -> Result<Arc<Signer>, SignerError> {
+        let mut slot = self.signer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*slot {
+            return Ok(s.clone());
+        }
+        let (signer, created) = Signer::load_or_create(&*self.key_store)?;
+        if created {
+            tracing::info!("made a new signing key {}", signer.fingerprint());
+        }
+        let signer = Arc::new(signer);
+        *slot = Some(signer.clone());
+        Ok(signer)
+    }
+
+    pub fn key_info(&self) -> Result<KeyInfo, EngineError> {
+        let signer = self.signer()?;
+        Ok(KeyInfo {
+            public_key: signer.public_key_openssh(),
+            fingerprint: signer.fingerprint(),
+            allowed_signers: signer.allowed_signers_line(&self.approver),
+        })
+    }
+
+    /// Makes a new signing key; the rotation is recorded in the audit chain, signed by
+    /// the old key so the chain shows who handed over to whom.
+    pub fn rotate_key(&self, now: DateTime<Utc>) -> Result<KeyInfo, EngineError> {
+        let old = self.signer()?;
+        let new = Signer::rotate(&*self.key_store)?;
+        let payload = audit::rotation_payload(
+            Some(&old.fingerprint()),
+            &new.public_key_openssh(),
+            &new.fingerprint(),
+            now,
+        );
+        let signature = old.sign(payload.as_bytes())?;
+        self.store.record_key_rotation(
+            &payload,
+            Some(&signature),
+            Some(&old.public_key_openssh()),
+            Some(&old.fingerprint()),
+            now,
+        )?;
+        *self.signer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(new));
+        self.key_info()
+    }
+
+    /// The audit chain (or part of it), in order.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
+        Ok(self.store.audit_entries(query)?)
+    }
+
+    /// Re-walks the whole chain in the database: links, hashes, every signature.
+    pub fn verify(&self, allowed: Option<&AllowedSigners>) -> Result<ChainReport, EngineError> {
+        let entries = self.store.audit_entries(&AuditQuery::default())?;
+        audit::verify_chain(&entries, allowed).map_err(EngineError::Chain)
     }
 
     /// Builds every backend in `config` (tokens from where the config says). A backend
@@ -389,7 +476,16 @@ impl Engine {
             seen_snapshot_hash: input.seen_snapshot_hash,
             approver: self.approver.clone(),
         };
-        Ok(decide::decide(&self.store, &*entry.backend, &self.changes, request, now).await?)
+        let signer = self.signer().map_err(DecideError::from)?;
+        Ok(decide::decide(
+            &self.store,
+            &*entry.backend,
+            &self.changes,
+            &signer,
+            request,
+            now,
+        )
+        .await?)
     }
 }
 

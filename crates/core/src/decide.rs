@@ -3,8 +3,9 @@
 //! 1. re-fetch the action from its backend (freshest facts);
 //! 2. refuse if it is no longer pending, expired, or its snapshot hash differs from the
 //!    one the person saw — saying field by field what changed;
-//! 3. (signing slots in here: canonical payload → signature);
-//! 4. commit the decision, its outbox entry and a timeline event in one transaction;
+//! 3. sign the canonical payload (RFC 8785) with the keyring-held key (SSHSIG);
+//! 4. commit the decision, its outbox entry, its audit-chain entry and its timeline
+//!    events in one transaction;
 //! 5. deliver with the idempotency key and record the result.
 //!
 //! A decision is committed before any network call that delivers it, so it is never
@@ -18,11 +19,13 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
+use crate::audit;
 use crate::backends::{Backend, BackendError, DecisionDelivery, DeliveryOutcome};
 use crate::model::{
     ActionKey, ActionStatus, Decision, DeliveryState, PendingAction, TimelineEvent, TimelineKind,
     Verdict,
 };
+use crate::signer::{Signer, SignerError};
 use crate::snapshot::{self, FieldChange, SnapshotHash};
 use crate::store::{QueuedDecision, Store, StoreError};
 use crate::sync::Change;
@@ -85,6 +88,8 @@ pub enum DecideError {
         key: ActionKey,
         source: BackendError,
     },
+    #[error("nothing was decided: {0}")]
+    Signer(#[from] SignerError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,6 +106,7 @@ impl DecideError {
             Self::Expired { .. } => "expired",
             Self::AlreadyDecided { .. } => "already_decided",
             Self::Recheck { .. } => "recheck_failed",
+            Self::Signer(e) => e.code(),
             Self::Store(_) => "store",
         }
     }
@@ -120,6 +126,7 @@ pub async fn decide(
     store: &Store,
     backend: &dyn Backend,
     changes: &broadcast::Sender<Change>,
+    signer: &Signer,
     request: DecisionRequest,
     now: DateTime<Utc>,
 ) -> Result<DecisionReport, DecideError> {
@@ -185,8 +192,8 @@ pub async fn decide(
         });
     }
 
-    // 4. Commit before any delivery attempt.
-    let decision = Decision {
+    // 3. Sign the canonical payload: exactly these bytes are what the decision proves.
+    let mut decision = Decision {
         action: key.clone(),
         verdict: request.verdict,
         reason: request.reason.trim().to_owned(),
@@ -194,10 +201,14 @@ pub async fn decide(
         approver: request.approver.clone(),
         snapshot_hash: request.seen_snapshot_hash,
         idempotency_key: new_idempotency_key(),
-        key_fingerprint: None,
+        key_fingerprint: Some(signer.fingerprint()),
+        public_key: Some(signer.public_key_openssh()),
         signature: None,
         delivery: DeliveryState::Queued,
     };
+    decision.signature = Some(signer.sign(audit::decision_payload(&decision).as_bytes())?);
+
+    // 4. Commit (decision, outbox, audit entry, timeline) before any delivery attempt.
     let text = match (decision.verdict, decision.reason.is_empty()) {
         (Verdict::Approve, true) => format!(
             "Approved by {} (snapshot {})",
@@ -216,13 +227,21 @@ pub async fn decide(
             decision.snapshot_hash.short()
         ),
     };
-    let event = TimelineEvent::local(
-        now,
-        TimelineKind::Decided,
-        Some(decision.approver.clone()),
-        text,
-    );
-    let id = store.record_decision(&decision, &event, now)?;
+    let events = [
+        TimelineEvent::local(
+            now,
+            TimelineKind::Decided,
+            Some(decision.approver.clone()),
+            text,
+        ),
+        TimelineEvent::local(
+            now,
+            TimelineKind::Signed,
+            Some(decision.approver.clone()),
+            format!("Signed with {}", signer.fingerprint()),
+        ),
+    ];
+    let id = store.record_decision(&decision, &events, now)?;
     let _ = changes.send(Change::Decision {
         key: key.clone(),
         idempotency_key: decision.idempotency_key.clone(),
@@ -281,7 +300,6 @@ async fn deliver(
     let key = &decision.action;
     let delivery = DecisionDelivery {
         decision: decision.clone(),
-        public_key: None,
     };
     let (state, text) = match backend.decide(&delivery).await {
         Ok(DeliveryOutcome::Delivered { action }) => {

@@ -14,12 +14,15 @@
 //! - [`api`]: the one API layer the window and the CLI both call.
 
 pub mod api;
+pub mod audit;
 pub mod backends;
 pub mod config;
 pub mod decide;
+pub mod export;
 pub mod model;
 pub mod protocol;
 pub mod shutdown;
+pub mod signer;
 pub mod snapshot;
 pub mod sse;
 pub mod store;

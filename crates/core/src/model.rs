@@ -409,6 +409,11 @@ pub struct Decision {
     pub idempotency_key: String,
     #[serde(default)]
     pub key_fingerprint: Option<String>,
+    /// OpenSSH public key of the signer (kept so a retry after a key rotation still
+    /// sends the key that made the signature).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Armored SSHSIG over the canonical decision payload (`audit::decision_payload`).
     #[serde(default)]
     pub signature: Option<String>,
     pub delivery: DeliveryState,

@@ -62,9 +62,13 @@ pub struct DecisionBody {
     /// OpenSSH public key of the signer (signed decisions; optional in v1's first cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
-    /// Armored SSHSIG over the canonical decision payload.
+    /// Armored SSHSIG over `payload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The exact signed bytes: RFC 8785 JSON of the decision (docs/protocol.md). A
+    /// server checks the signature over these bytes and that they state this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// 200 answer to a decision: the server's record of it and the action's new state.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use countersign_core::audit::AllowedSigners;
 use countersign_core::backends::{self, Backend, Limits};
 use countersign_core::config::{self, BackendConfig, Config};
 use countersign_core::store::Store;
@@ -66,7 +67,11 @@ pub struct Paths {
 impl Paths {
     /// From `COUNTERSIGN_CONFIG` and `COUNTERSIGN_DATA_DIR` (the app has no flags).
     pub fn from_env() -> Self {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Self {
             config: var("COUNTERSIGN_CONFIG"),
             data_dir: var("COUNTERSIGN_DATA_DIR"),
@@ -133,8 +138,15 @@ pub async fn open(
     let server = match embedded {
         Embedded::Off => None,
         Embedded::Serve | Embedded::Demo => {
+            // The in-process server accepts this app's own key, so the demo's decisions
+            // are signed and checked with no setup. Without a keyring no decision can be
+            // signed anyway; the decision then fails with the keyring's message.
+            let allowed = engine
+                .key_info()
+                .ok()
+                .and_then(|k| AllowedSigners::parse(&k.allowed_signers).ok());
             let (server, config, backend) =
-                start_embedded(&data_dir, embedded == Embedded::Demo).await?;
+                start_embedded(&data_dir, embedded == Embedded::Demo, allowed).await?;
             engine
                 .add_backend(config, backend)
                 .map_err(EngineError::from)?;
@@ -154,11 +166,13 @@ pub async fn open(
 async fn start_embedded(
     data_dir: &Path,
     demo: bool,
+    allowed_signers: Option<AllowedSigners>,
 ) -> Result<(RunningServer, BackendConfig, Arc<dyn Backend>), LaunchError> {
     let token = hex_token();
     let embedded = |e: ServerError| LaunchError::Embedded(e.to_string());
     let listener = crate::bind("127.0.0.1:0").await.map_err(embedded)?;
     let mut server_config = ServerConfig::new(data_dir.join(EMBEDDED_STATE_FILE), token.clone());
+    server_config.allowed_signers = allowed_signers;
     if demo {
         server_config.scenario = Some(ScenarioConfig {
             rate_per_min: 6.0,

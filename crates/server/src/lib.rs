@@ -25,6 +25,7 @@
 //! - `expiry`: the ticker that expires actions past `expires_at`.
 //! - `scenario`: the demo generator (`--scenario demo`).
 //! - `shutdown`: the watch-channel shutdown signal every task listens to.
+//! - `signatures`: checks signed decisions against `--allowed-signers`.
 //! - `error`: [`ServerError`] and the HTTP error answers.
 //! - [`launch`]: opens the engine for the CLI and the app, with this server embedded
 //!   when there is no config file (the embedded default).
@@ -46,6 +47,7 @@ pub mod launch;
 mod routes;
 mod scenario;
 mod shutdown;
+mod signatures;
 mod state;
 
 pub use error::ServerError;
@@ -69,6 +71,8 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// How often pending actions are checked for expiry (default 1 s).
     pub expiry_tick: Duration,
+    /// Keys allowed to sign decisions (`--allowed-signers`); `None` checks no signatures.
+    pub allowed_signers: Option<countersign_core::audit::AllowedSigners>,
 }
 
 impl ServerConfig {
@@ -80,6 +84,7 @@ impl ServerConfig {
             scenario: None,
             keepalive: Duration::from_secs(15),
             expiry_tick: Duration::from_secs(1),
+            allowed_signers: None,
         }
     }
 }
@@ -164,6 +169,7 @@ pub async fn start(
         token: auth::TokenDigest::new(&config.token),
         shutdown: shutdown.receiver(),
         keepalive: config.keepalive,
+        allowed_signers: config.allowed_signers.clone(),
     });
     let router = routes::router(app);
     let mut stop = shutdown.subscribe();

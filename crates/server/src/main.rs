@@ -46,6 +46,10 @@ struct Cli {
     /// Seconds between `: keepalive` comments on event streams.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive_secs: u64,
+    /// OpenSSH allowed_signers file: accept only decisions signed (SSHSIG, namespace
+    /// countersign-decision) by a key it allows for the decision's approver.
+    #[arg(long, value_name = "FILE")]
+    allowed_signers: Option<std::path::PathBuf>,
 }
 
 /// Parses `N`, `N/min`, `N/h`, `N/s` into requests per minute.
@@ -127,6 +131,15 @@ async fn run(cli: Cli, token: String) -> ExitCode {
     };
     let mut config = ServerConfig::new(cli.state, token);
     config.keepalive = Duration::from_secs(cli.keepalive_secs);
+    if let Some(path) = &cli.allowed_signers {
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| countersign_core::audit::AllowedSigners::parse(&text));
+        match parsed {
+            Ok(allowed) => config.allowed_signers = Some(allowed),
+            Err(e) => return fail(format!("allowed signers {}: {e}", path.display())),
+        }
+    }
     if cli.scenario == Some(Scenario::Demo) {
         config.scenario = Some(ScenarioConfig {
             rate_per_min: cli.rate,

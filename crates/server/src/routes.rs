@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     /// Not a `ShutdownHandle`: the router must not keep the server alive.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub keepalive: Duration,
+    /// With `--allowed-signers`: only decisions signed by these keys are accepted.
+    pub allowed_signers: Option<countersign_core::audit::AllowedSigners>,
 }
 
 pub(crate) fn router(app: Arc<AppState>) -> Router {
@@ -141,6 +143,7 @@ async fn decide(
     let id = path_id(id)?;
     let decision: DecisionBody = parse_json(&body_bytes(body)?)?;
     validate_decision(&decision)?;
+    crate::signatures::check(app.allowed_signers.as_ref(), &id, &decision)?;
     let answer = app
         .store
         .call(move |s| s.decide(&id, &decision, now()))

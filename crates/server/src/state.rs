@@ -966,6 +966,7 @@ mod tests {
             idempotency_key: key.into(),
             public_key: None,
             signature: None,
+            payload: None,
         }
     }
 

@@ -189,8 +189,12 @@ impl Backend for OpenProtocol {
             decided_at: d.decided_at,
             approver: d.approver.clone(),
             idempotency_key: d.idempotency_key.clone(),
-            public_key: delivery.public_key.clone(),
+            public_key: d.public_key.clone(),
             signature: d.signature.clone(),
+            payload: d
+                .signature
+                .is_some()
+                .then(|| crate::audit::decision_payload(d)),
         };
         let request = self.authorized(self.client.post(&url)).json(&body);
         let answer = http::send(&url, &self.limits, request).await?;

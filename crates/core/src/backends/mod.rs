@@ -158,11 +158,10 @@ impl BackendError {
     }
 }
 
-/// The decision as sent to a backend, with everything a signed delivery needs.
+/// The decision as sent to a backend: signed, with its signer's public key in it.
 #[derive(Debug, Clone)]
 pub struct DecisionDelivery {
     pub decision: Decision,
-    pub public_key: Option<String>,
 }
 
 /// One approval backend. Implementations hold their own HTTP client and credentials;

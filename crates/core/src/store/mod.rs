@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::audit::{self, AuditEntry, EntryKind};
 use crate::backends::SyncCursor;
 use crate::model::{
     ActionKey, ActionKind, ActionSnapshot, ActionStatus, Decision, DeliveryState, EventSource,
@@ -104,6 +105,26 @@ pub struct QueuedDecision {
     pub id: i64,
     pub attempts: u32,
     pub decision: Decision,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub backend: Option<String>,
+}
+
+/// An audit entry about to be appended (the store computes the hashes).
+struct NewEntry<'a> {
+    at: DateTime<Utc>,
+    kind: EntryKind,
+    action_id: Option<i64>,
+    decision_id: Option<i64>,
+    payload: &'a str,
+    signature: Option<&'a str>,
+    public_key: Option<&'a str>,
+    key_fingerprint: Option<&'a str>,
 }
 
 /// Filter for listing actions.
@@ -704,15 +725,16 @@ impl Store {
     pub fn record_decision(
         &self,
         decision: &Decision,
-        event: &TimelineEvent,
+        events: &[TimelineEvent],
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         self.write(|tx| {
             let action_id = self.action_id(tx, &decision.action)?;
+            let payload = audit::decision_payload(decision);
             tx.execute(
                 "INSERT INTO decisions (action_id, verdict, reason, decided_at, approver, snapshot_hash,
-                    idempotency_key, key_fingerprint, signature, delivery_state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')",
+                    idempotency_key, key_fingerprint, signature, public_key, payload, delivery_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued')",
                 params![
                     action_id,
                     decision.verdict.as_str(),
@@ -723,16 +745,33 @@ impl Store {
                     decision.idempotency_key,
                     decision.key_fingerprint,
                     decision.signature,
+                    decision.public_key,
+                    payload,
                 ],
             )
             .map_err(|e| self.err(e))?;
             let id = tx.last_insert_rowid();
+            self.append_audit(
+                tx,
+                &NewEntry {
+                    at: decision.decided_at,
+                    kind: EntryKind::Decision,
+                    action_id: Some(action_id),
+                    decision_id: Some(id),
+                    payload: &payload,
+                    signature: decision.signature.as_deref(),
+                    public_key: decision.public_key.as_deref(),
+                    key_fingerprint: decision.key_fingerprint.as_deref(),
+                },
+            )?;
             tx.execute(
                 "INSERT INTO outbox (decision_id, next_attempt_at) VALUES (?1, ?2)",
                 params![id, format_millis(&now)],
             )
             .map_err(|e| self.err(e))?;
-            self.insert_event(tx, action_id, event)?;
+            for event in events {
+                self.insert_event(tx, action_id, event)?;
+            }
             Ok(id)
         })
     }
@@ -804,6 +843,21 @@ impl Store {
             let Some(action_id) = action_id else {
                 return Ok(false);
             };
+            let decision = self.decision_by_id(tx, decision_id)?;
+            let payload = audit::delivery_payload(&decision, state, now);
+            self.append_audit(
+                tx,
+                &NewEntry {
+                    at: now,
+                    kind: EntryKind::Delivery,
+                    action_id: Some(action_id),
+                    decision_id: Some(decision_id),
+                    payload: &payload,
+                    signature: None,
+                    public_key: None,
+                    key_fingerprint: None,
+                },
+            )?;
             let detail = match state {
                 DeliveryState::Rejected { reason } => Some(reason.clone()),
                 DeliveryState::Stale {
@@ -838,6 +892,123 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    fn decision_by_id(&self, conn: &Connection, id: i64) -> Result<Decision, StoreError> {
+        let sql = format!("SELECT {DECISION_COLUMNS} {DECISION_FROM} WHERE d.id = ?1");
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([id]).map_err(|e| self.err(e))?;
+        let row = rows
+            .next()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::UnknownAction(format!("decision #{id}")))?;
+        Ok(self.decision_from_row(row)?.1)
+    }
+
+    // ---- the audit chain --------------------------------------------------------------
+
+    /// Appends one entry, linked to the current head, inside the caller's transaction.
+    fn append_audit(&self, tx: &Transaction<'_>, e: &NewEntry<'_>) -> Result<(), StoreError> {
+        let prev: String = tx
+            .query_row(
+                "SELECT entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .unwrap_or_else(|| audit::GENESIS_HASH.to_owned());
+        let hash = audit::entry_hash(&prev, e.payload);
+        tx.execute(
+            "INSERT INTO audit_entries (at, kind, action_id, decision_id, payload, signature,
+                public_key, key_fingerprint, prev_hash, entry_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                format_millis(&e.at),
+                e.kind.as_str(),
+                e.action_id,
+                e.decision_id,
+                e.payload,
+                e.signature,
+                e.public_key,
+                e.key_fingerprint,
+                prev,
+                hash
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a signing-key rotation in the chain.
+    pub fn record_key_rotation(
+        &self,
+        payload: &str,
+        signature: Option<&str>,
+        public_key: Option<&str>,
+        key_fingerprint: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            self.append_audit(
+                tx,
+                &NewEntry {
+                    at,
+                    kind: EntryKind::KeyRotation,
+                    action_id: None,
+                    decision_id: None,
+                    payload,
+                    signature,
+                    public_key,
+                    key_fingerprint,
+                },
+            )
+        })
+    }
+
+    /// Audit entries in chain order, optionally within a time range and for one backend.
+    pub fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT e.seq, e.at, e.kind, b.name || '/' || a.external_id, e.payload, e.signature,
+                        e.public_key, e.key_fingerprint, e.prev_hash, e.entry_hash
+                 FROM audit_entries e
+                 LEFT JOIN actions a ON a.id = e.action_id
+                 LEFT JOIN backends b ON b.id = a.backend_id
+                 WHERE (?1 IS NULL OR e.at >= ?1) AND (?2 IS NULL OR e.at < ?2)
+                   AND (?3 IS NULL OR b.name = ?3)
+                 ORDER BY e.seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![
+                query.from.as_ref().map(format_millis),
+                query.to.as_ref().map(format_millis),
+                query.backend
+            ])
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let kind: String = r.get(2).map_err(|e| self.err(e))?;
+            out.push(AuditEntry {
+                seq: r.get(0).map_err(|e| self.err(e))?,
+                at: self.time(r, 1, "audit_entries.at")?,
+                kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Decode {
+                    path: self.path.clone(),
+                    column: "audit_entries.kind",
+                    detail: format!("unknown kind `{kind}`"),
+                })?,
+                action: r.get(3).map_err(|e| self.err(e))?,
+                payload: r.get(4).map_err(|e| self.err(e))?,
+                signature: r.get(5).map_err(|e| self.err(e))?,
+                public_key: r.get(6).map_err(|e| self.err(e))?,
+                key_fingerprint: r.get(7).map_err(|e| self.err(e))?,
+                prev_hash: r.get(8).map_err(|e| self.err(e))?,
+                entry_hash: r.get(9).map_err(|e| self.err(e))?,
+            });
+        }
+        Ok(out)
     }
 
     fn decision_from_row(&self, r: &Row<'_>) -> Result<(i64, Decision), StoreError> {
@@ -879,6 +1050,7 @@ impl Store {
                 idempotency_key: get_s(8)?,
                 key_fingerprint: r.get(9).map_err(|e| self.err(e))?,
                 signature: r.get(10).map_err(|e| self.err(e))?,
+                public_key: r.get(13).map_err(|e| self.err(e))?,
                 delivery,
             },
         ))
@@ -893,8 +1065,8 @@ const ACTION_SELECT: &str = "SELECT b.name, a.external_id, a.kind, a.title, a.su
 /// Columns read by `decision_from_row`, in its order.
 const DECISION_COLUMNS: &str = "d.id, b.name, a.external_id, d.verdict, d.reason, d.decided_at,
         d.approver, d.snapshot_hash, d.idempotency_key, d.key_fingerprint, d.signature,
-        d.delivery_state, d.delivery_detail";
-const DECISION_COLUMN_COUNT: usize = 13;
+        d.delivery_state, d.delivery_detail, d.public_key";
+const DECISION_COLUMN_COUNT: usize = 14;
 const DECISION_FROM: &str = "FROM decisions d
     JOIN actions a ON a.id = d.action_id JOIN backends b ON b.id = a.backend_id";
 

@@ -100,4 +100,30 @@ CREATE TABLE outbox (
     last_error      TEXT
 );
 "#,
+    // 2: signed decisions and the audit chain.
+    r#"
+ALTER TABLE decisions ADD COLUMN public_key TEXT;
+-- The signed bytes (RFC 8785 JSON), as delivered.
+ALTER TABLE decisions ADD COLUMN payload TEXT;
+
+-- Append-only. entry_hash = SHA-256(prev_hash || "\n" || payload); see audit.rs.
+CREATE TABLE audit_entries (
+    seq             INTEGER PRIMARY KEY,
+    at              TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('decision', 'delivery', 'key_rotation')),
+    action_id       INTEGER REFERENCES actions(id),
+    decision_id     INTEGER REFERENCES decisions(id),
+    payload         TEXT NOT NULL,
+    signature       TEXT,
+    public_key      TEXT,
+    key_fingerprint TEXT,
+    prev_hash       TEXT NOT NULL,
+    entry_hash      TEXT NOT NULL UNIQUE
+);
+CREATE INDEX audit_by_at ON audit_entries (at);
+CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries
+BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
+CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
+BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
+"#,
 ];

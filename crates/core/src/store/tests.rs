@@ -254,6 +254,7 @@ fn decision(key: &ActionKey, idem: &str, hash: &SnapshotHash) -> Decision {
         snapshot_hash: hash.clone(),
         idempotency_key: idem.into(),
         key_fingerprint: None,
+        public_key: None,
         signature: None,
         delivery: DeliveryState::Queued,
     }
@@ -269,7 +270,9 @@ fn a_decision_is_queued_with_its_event_and_delivered_once() {
     let key = r.action.key.clone();
     let d = decision(&key, "k1", &r.action.snapshot_hash);
     let decided = TimelineEvent::local(t(10), TimelineKind::Decided, None, "approved");
-    let id = store.record_decision(&d, &decided, t(10)).unwrap();
+    let id = store
+        .record_decision(&d, std::slice::from_ref(&decided), t(10))
+        .unwrap();
 
     assert_eq!(store.due_deliveries(None, t(9)).unwrap().len(), 0);
     let due = store.due_deliveries(Some("prod"), t(10)).unwrap();
@@ -304,7 +307,7 @@ fn a_decision_is_queued_with_its_event_and_delivered_once() {
         .collect();
     assert_eq!(kinds, [TimelineKind::Decided, TimelineKind::Delivered]);
 
-    let dup = store.record_decision(&d, &decided, t(30));
+    let dup = store.record_decision(&d, std::slice::from_ref(&decided), t(30));
     assert!(dup.is_err(), "an idempotency key is recorded once");
 }
 

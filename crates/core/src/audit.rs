@@ -1,0 +1,444 @@
+//! The tamper-evident audit chain.
+//!
+//! Every decision, delivery result and key rotation is an entry. An entry's hash is
+//! `hex(SHA-256(prev_hash ‖ "\n" ‖ payload))`, where `payload` is the entry's canonical
+//! JSON (RFC 8785) — for a decision, exactly the bytes that were signed. The first entry's
+//! `prev_hash` is 64 zeros. Editing, removing, inserting or reordering any entry breaks
+//! the hashes from that point on, and [`verify_chain`] names the first row that breaks.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::model::{ActionKey, Decision, DeliveryState, Verdict};
+use crate::signer;
+use crate::snapshot::{canonical_json, format_millis, sha256_hex};
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Decision,
+    Delivery,
+    KeyRotation,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decision => "decision",
+            Self::Delivery => "delivery",
+            Self::KeyRotation => "key_rotation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "decision" => Some(Self::Decision),
+            "delivery" => Some(Self::Delivery),
+            "key_rotation" => Some(Self::KeyRotation),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the chain, as stored and as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct AuditEntry {
+    /// 1, 2, 3, … with no gaps.
+    pub seq: u32,
+    pub at: DateTime<Utc>,
+    pub kind: EntryKind,
+    /// `backend/id`, when the entry is about an action.
+    pub action: Option<String>,
+    /// Canonical JSON; for a decision, the signed bytes.
+    pub payload: String,
+    /// Armored SSHSIG over `payload` (decisions, and rotations signed by the old key).
+    pub signature: Option<String>,
+    /// OpenSSH public key that made `signature`.
+    pub public_key: Option<String>,
+    pub key_fingerprint: Option<String>,
+    pub prev_hash: String,
+    pub entry_hash: String,
+}
+
+pub fn entry_hash(prev_hash: &str, payload: &str) -> String {
+    let mut bytes = Vec::with_capacity(prev_hash.len() + 1 + payload.len());
+    bytes.extend_from_slice(prev_hash.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(payload.as_bytes());
+    sha256_hex(&bytes)
+}
+
+#[derive(Serialize)]
+struct ActionRef<'a> {
+    backend: &'a str,
+    id: &'a str,
+}
+
+impl<'a> From<&'a ActionKey> for ActionRef<'a> {
+    fn from(k: &'a ActionKey) -> Self {
+        Self {
+            backend: &k.backend,
+            id: &k.external_id,
+        }
+    }
+}
+
+/// The bytes a decision's signature covers (RFC 8785 JSON).
+pub fn decision_payload(d: &Decision) -> String {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        action: ActionRef<'a>,
+        verdict: Verdict,
+        reason: &'a str,
+        decided_at: String,
+        approver: &'a str,
+        snapshot_hash: &'a str,
+        idempotency_key: &'a str,
+    }
+    canonical_json(&Payload {
+        kind: "decision",
+        action: (&d.action).into(),
+        verdict: d.verdict,
+        reason: &d.reason,
+        decided_at: format_millis(&d.decided_at),
+        approver: &d.approver,
+        snapshot_hash: d.snapshot_hash.as_str(),
+        idempotency_key: &d.idempotency_key,
+    })
+}
+
+pub fn delivery_payload(d: &Decision, state: &DeliveryState, at: DateTime<Utc>) -> String {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        action: ActionRef<'a>,
+        idempotency_key: &'a str,
+        result: &'a DeliveryState,
+        at: String,
+    }
+    canonical_json(&Payload {
+        kind: "delivery",
+        action: (&d.action).into(),
+        idempotency_key: &d.idempotency_key,
+        result: state,
+        at: format_millis(&at),
+    })
+}
+
+pub fn rotation_payload(
+    old_fingerprint: Option<&str>,
+    new_public_key: &str,
+    new_fingerprint: &str,
+    at: DateTime<Utc>,
+) -> String {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        old_fingerprint: Option<&'a str>,
+        new_public_key: &'a str,
+        new_fingerprint: &'a str,
+        at: String,
+    }
+    canonical_json(&Payload {
+        kind: "key_rotation",
+        old_fingerprint,
+        new_public_key,
+        new_fingerprint,
+        at: format_millis(&at),
+    })
+}
+
+/// The first thing wrong with a chain, naming the row (1-based position as read).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChainBreak {
+    #[error("row {row}: its content was edited (entry hash does not match)")]
+    Edited { row: usize, seq: u32 },
+    #[error("row {row}: the row before it was removed, or this row was inserted or moved (expected seq {expected}, found {found})")]
+    Sequence {
+        row: usize,
+        expected: u32,
+        found: u32,
+    },
+    #[error("row {row}: it does not follow the row before it (previous-hash mismatch: rows were removed, inserted or reordered)")]
+    Link { row: usize, seq: u32 },
+    #[error("row {row}: bad signature: {detail}")]
+    Signature {
+        row: usize,
+        seq: u32,
+        detail: String,
+    },
+    #[error("row {row}: signed by a key not in allowed_signers for `{principal}` ({fingerprint})")]
+    UnknownSigner {
+        row: usize,
+        seq: u32,
+        principal: String,
+        fingerprint: String,
+    },
+    #[error("row {row}: a decision without a signature")]
+    Unsigned { row: usize, seq: u32 },
+}
+
+impl ChainBreak {
+    pub fn row(&self) -> usize {
+        match self {
+            Self::Edited { row, .. }
+            | Self::Sequence { row, .. }
+            | Self::Link { row, .. }
+            | Self::Signature { row, .. }
+            | Self::UnknownSigner { row, .. }
+            | Self::Unsigned { row, .. } => *row,
+        }
+    }
+}
+
+/// What a successful verification checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub entries: usize,
+    pub signatures: usize,
+    pub head_hash: String,
+}
+
+/// Keys allowed to sign, from an OpenSSH `allowed_signers` file.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedSigners {
+    /// (principal pattern, fingerprint)
+    entries: Vec<(String, String)>,
+}
+
+impl AllowedSigners {
+    /// Parses `principals [options] keytype base64 [comment]` lines; `#` comments.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut rest = line;
+            let principals = take_token(&mut rest);
+            // Options (namespaces="…", valid-after=…) come before the key type.
+            let key_start = rest
+                .find("ssh-")
+                .or_else(|| rest.find("ecdsa-"))
+                .ok_or_else(|| format!("line {}: no public key", n + 1))?;
+            let fingerprint = signer::fingerprint_of(&rest[key_start..])
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
+            for p in principals.split(',') {
+                entries.push((p.trim_matches('"').to_owned(), fingerprint.clone()));
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn allows(&self, principal: &str, fingerprint: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(p, f)| f == fingerprint && (p == "*" || p == principal))
+    }
+}
+
+fn take_token<'a>(s: &mut &'a str) -> &'a str {
+    let t = s.trim_start();
+    let end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (tok, rest) = t.split_at(end);
+    *s = rest.trim_start();
+    tok
+}
+
+/// Re-walks a chain: sequence, links, entry hashes and every signature. With
+/// `allowed`, each signing key must be allowed for the decision's approver.
+pub fn verify_chain<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+    allowed: Option<&AllowedSigners>,
+) -> Result<ChainReport, ChainBreak> {
+    verify(entries, allowed, true)
+}
+
+/// Like [`verify_chain`] for an excerpt (a filtered export): each row's hash and
+/// signature are checked, and the link wherever two rows are consecutive in the chain.
+/// A row removed between two non-consecutive rows cannot be told from the filter; only
+/// a complete export proves completeness.
+pub fn verify_excerpt<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+    allowed: Option<&AllowedSigners>,
+) -> Result<ChainReport, ChainBreak> {
+    verify(entries, allowed, false)
+}
+
+fn verify<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+    allowed: Option<&AllowedSigners>,
+    complete: bool,
+) -> Result<ChainReport, ChainBreak> {
+    let mut report = ChainReport {
+        head_hash: GENESIS_HASH.to_owned(),
+        ..ChainReport::default()
+    };
+    let mut last_seq = 0u32;
+    for (i, e) in entries.into_iter().enumerate() {
+        let row = i + 1;
+        let expected = last_seq.saturating_add(1);
+        let in_order = if complete {
+            e.seq == expected
+        } else {
+            e.seq >= expected
+        };
+        if !in_order {
+            return Err(ChainBreak::Sequence {
+                row,
+                expected,
+                found: e.seq,
+            });
+        }
+        let linked = e.seq == expected && (complete || row > 1);
+        if linked && e.prev_hash != report.head_hash {
+            return Err(ChainBreak::Link { row, seq: e.seq });
+        }
+        last_seq = e.seq;
+        if entry_hash(&e.prev_hash, &e.payload) != e.entry_hash {
+            return Err(ChainBreak::Edited { row, seq: e.seq });
+        }
+        match (&e.signature, &e.public_key) {
+            (Some(sig), Some(public)) => {
+                signer::verify(public, e.payload.as_bytes(), sig).map_err(|err| {
+                    ChainBreak::Signature {
+                        row,
+                        seq: e.seq,
+                        detail: err.to_string(),
+                    }
+                })?;
+                if let Some(allowed) = allowed {
+                    let principal = approver_of(&e.payload).unwrap_or_default();
+                    let fingerprint = signer::fingerprint_of(public).unwrap_or_default();
+                    if e.kind == EntryKind::Decision && !allowed.allows(&principal, &fingerprint) {
+                        return Err(ChainBreak::UnknownSigner {
+                            row,
+                            seq: e.seq,
+                            principal,
+                            fingerprint,
+                        });
+                    }
+                }
+                report.signatures += 1;
+            }
+            _ if e.kind == EntryKind::Decision => {
+                return Err(ChainBreak::Unsigned { row, seq: e.seq })
+            }
+            _ => {}
+        }
+        report.head_hash = e.entry_hash.clone();
+        report.entries += 1;
+    }
+    Ok(report)
+}
+
+fn approver_of(payload: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()?
+        .get("approver")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signer::{MemoryKeyStore, Signer};
+
+    fn chain(n: u32) -> Vec<AuditEntry> {
+        let (signer, _) = Signer::load_or_create(&MemoryKeyStore::default()).unwrap();
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let payload = format!(r#"{{"approver":"ana","n":{seq},"type":"decision"}}"#);
+                let hash = entry_hash(&prev, &payload);
+                let e = AuditEntry {
+                    seq,
+                    at: Utc::now(),
+                    kind: EntryKind::Decision,
+                    action: Some(format!("prod/{seq}")),
+                    signature: Some(signer.sign(payload.as_bytes()).unwrap()),
+                    public_key: Some(signer.public_key_openssh()),
+                    key_fingerprint: Some(signer.fingerprint()),
+                    payload,
+                    prev_hash: prev.clone(),
+                    entry_hash: hash.clone(),
+                };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let c = chain(5);
+        let r = verify_chain(&c, None).unwrap();
+        assert_eq!((r.entries, r.signatures), (5, 5));
+        assert_eq!(r.head_hash, c[4].entry_hash);
+    }
+
+    #[test]
+    fn every_kind_of_tampering_names_the_row() {
+        let c = chain(6);
+        let mut edited = c.clone();
+        edited[2].payload = edited[2].payload.replace("ana", "eve");
+        assert_eq!(verify_chain(&edited, None).unwrap_err().row(), 3);
+
+        let mut removed = c.clone();
+        removed.remove(3);
+        assert_eq!(verify_chain(&removed, None).unwrap_err().row(), 4);
+
+        let mut swapped = c.clone();
+        swapped.swap(1, 2);
+        assert_eq!(verify_chain(&swapped, None).unwrap_err().row(), 2);
+
+        let mut inserted = c.clone();
+        let mut extra = c[1].clone();
+        extra.seq = 3;
+        inserted.insert(2, extra);
+        assert_eq!(verify_chain(&inserted, None).unwrap_err().row(), 3);
+    }
+
+    #[test]
+    fn an_excerpt_checks_rows_and_links_between_neighbours() {
+        let c = chain(6);
+        let excerpt = vec![c[1].clone(), c[2].clone(), c[4].clone()];
+        verify_excerpt(&excerpt, None).unwrap();
+        assert!(
+            verify_chain(&excerpt, None).is_err(),
+            "an excerpt is not a complete chain"
+        );
+        let mut edited = excerpt.clone();
+        edited[2].payload.push(' ');
+        assert_eq!(verify_excerpt(&edited, None).unwrap_err().row(), 3);
+        let reordered = vec![c[2].clone(), c[1].clone()];
+        assert_eq!(verify_excerpt(&reordered, None).unwrap_err().row(), 2);
+    }
+
+    #[test]
+    fn allowed_signers_gate_who_may_sign() {
+        let c = chain(2);
+        let line = format!(
+            "ana namespaces=\"countersign-decision\" {}",
+            c[0].public_key.as_ref().unwrap()
+        );
+        let ok = AllowedSigners::parse(&line).unwrap();
+        verify_chain(&c, Some(&ok)).unwrap();
+        let other = AllowedSigners::parse(&line.replacen("ana", "bob", 1)).unwrap();
+        assert!(matches!(
+            verify_chain(&c, Some(&other)),
+            Err(ChainBreak::UnknownSigner { row: 1, .. })
+        ));
+    }
+}
