@@ -10,69 +10,9 @@ use std::process::{Command, Output, Stdio};
 
 use common::*;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn config(&self) -> std::path::PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn write_config(&self, text: &str) {
-        std::fs::write(self.config(), text).unwrap();
-    }
-
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("countersign"));
-        c.arg("--config")
-            .arg(self.config())
-            .arg("--data-dir")
-            .arg(self.data())
-            .args(args)
-            .env("PROD_TOKEN", TOKEN)
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "countersign {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail; returns its one-line error.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "countersign {args:?} should fail");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert!(err.starts_with("countersign: "), "{err}");
-        err.lines().next().unwrap().to_owned()
-    }
-}
-
 #[test]
 fn every_command_has_help() {
-    let env = Env::new();
+    let env = CliEnv::new();
     for cmd in [
         vec!["--help"],
         vec!["list", "--help"],
@@ -91,7 +31,7 @@ fn every_command_has_help() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_list_show_approve_deny_history_backends() {
-    let env = Env::new();
+    let env = CliEnv::new();
     let server = ServerProcess::start(&env.dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&server.url());
     producer
@@ -169,7 +109,7 @@ async fn sync_list_show_approve_deny_history_backends() {
 
 #[test]
 fn a_token_in_the_config_file_is_refused_without_echoing_it() {
-    let env = Env::new();
+    let env = CliEnv::new();
     env.write_config("[[backend]]\nname = \"prod\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\ntoken = \"s3cr3t-value\"\n");
     let err = env.fails(&["list"]);
     assert!(err.contains("has a token in the file"), "{err}");
@@ -178,7 +118,7 @@ fn a_token_in_the_config_file_is_refused_without_echoing_it() {
 
 #[test]
 fn a_missing_token_variable_is_named() {
-    let env = Env::new();
+    let env = CliEnv::new();
     env.write_config("[[backend]]\nname = \"prod\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\ntoken_env = \"NOT_SET_ANYWHERE\"\n");
     // Only that backend is affected: the engine starts, and sync reports it by name.
     let out = env.run(&["sync"]);
@@ -197,7 +137,7 @@ fn a_missing_token_variable_is_named() {
 
 #[test]
 fn a_corrupt_database_is_named_and_left_alone() {
-    let env = Env::new();
+    let env = CliEnv::new();
     std::fs::create_dir_all(env.data()).unwrap();
     let db = env.data().join("countersign.db");
     std::fs::write(&db, b"definitely not sqlite").unwrap();
@@ -208,7 +148,7 @@ fn a_corrupt_database_is_named_and_left_alone() {
 
 #[test]
 fn an_unreachable_backend_fails_sync_with_its_name() {
-    let env = Env::new();
+    let env = CliEnv::new();
     env.write_config(
         "[[backend]]\nname = \"gone\"\nkind = \"countersign\"\nurl = \"http://127.0.0.1:9\"\n",
     );
@@ -222,7 +162,7 @@ fn an_unreachable_backend_fails_sync_with_its_name() {
 /// server in-process, and the live inbox fills up by itself.
 #[test]
 fn the_inbox_runs_on_the_embedded_demo_with_no_config() {
-    let env = Env::new();
+    let env = CliEnv::new();
     assert!(!Path::new(&env.config()).exists());
     let mut child = env
         .cmd(&["inbox"])

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,5 +318,73 @@ pub async fn until<F: FnMut() -> bool>(
             panic!("timed out waiting for {what}");
         }
         let _ = wait.await;
+    }
+}
+
+/// A `countersign` CLI with its own config file and data directory.
+pub struct CliEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl CliEnv {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// This environment's own signing-key entry in the (test session's) keyring.
+    pub fn keyring_entry(&self) -> String {
+        let name = self.dir.path().file_name().unwrap_or_default();
+        format!("test-{}", name.to_string_lossy())
+    }
+
+    pub fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    pub fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("countersign"));
+        c.arg("--config")
+            .arg(self.config())
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .env("PROD_TOKEN", TOKEN)
+            .env("COUNTERSIGN_KEYRING_ENTRY", self.keyring_entry())
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "countersign {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its one-line error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "countersign {args:?} should fail");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("countersign: "), "{err}");
+        err.lines().next().unwrap().to_owned()
     }
 }

@@ -207,6 +207,7 @@ pub async fn decide(
         delivery: DeliveryState::Queued,
     };
     decision.signature = Some(signer.sign(audit::decision_payload(&decision).as_bytes())?);
+    failpoint("after-sign");
 
     // 4. Commit (decision, outbox, audit entry, timeline) before any delivery attempt.
     let text = match (decision.verdict, decision.reason.is_empty()) {
@@ -242,6 +243,7 @@ pub async fn decide(
         ),
     ];
     let id = store.record_decision(&decision, &events, now)?;
+    failpoint("after-commit");
     let _ = changes.send(Change::Decision {
         key: key.clone(),
         idempotency_key: decision.idempotency_key.clone(),
@@ -301,7 +303,9 @@ async fn deliver(
     let delivery = DecisionDelivery {
         decision: decision.clone(),
     };
-    let (state, text) = match backend.decide(&delivery).await {
+    let answer = backend.decide(&delivery).await;
+    failpoint("delivered-unrecorded");
+    let (state, text) = match answer {
         Ok(DeliveryOutcome::Delivered { action }) => {
             if let Some(remote) = action {
                 store.apply_remote(&key.backend, std::slice::from_ref(&remote), now)?;
@@ -368,6 +372,21 @@ async fn deliver(
         });
     }
     Ok((state, None))
+}
+
+/// Crash-test hook: in a debug build with `COUNTERSIGN_FAILPOINT=<step>`, the process
+/// announces `failpoint <step>` on stderr and stops there, so a test can kill -9 it at
+/// exactly that step of the pipeline. Compiled out of release builds.
+fn failpoint(step: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("COUNTERSIGN_FAILPOINT").as_deref() == Ok(step) {
+        eprintln!("failpoint {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = step;
 }
 
 /// 1 s, 2 s, 4 s … up to 5 min, or longer if the backend asked for it.

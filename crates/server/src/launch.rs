@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use countersign_core::audit::AllowedSigners;
 use countersign_core::backends::{self, Backend, Limits};
 use countersign_core::config::{self, BackendConfig, Config};
+use countersign_core::signer::OsKeyring;
 use countersign_core::store::Store;
 use countersign_core::{Engine, EngineError};
 use thiserror::Error;
@@ -128,13 +129,13 @@ pub async fn open(
     let store = Store::open_in_dir(&data_dir)?;
     if let Some(config) = Config::load(&config_path)? {
         return Ok(Launched {
-            engine: Engine::from_config(&config, store, now)?,
+            engine: with_key_entry(Engine::from_config(&config, store, now)?),
             server: None,
             embedded: false,
             data_dir,
         });
     }
-    let mut engine = Engine::new(store, config::default_approver());
+    let mut engine = with_key_entry(Engine::new(store, config::default_approver()));
     let server = match embedded {
         Embedded::Off => None,
         Embedded::Serve | Embedded::Demo => {
@@ -159,6 +160,19 @@ pub async fn open(
         embedded: true,
         data_dir,
     })
+}
+
+/// `COUNTERSIGN_KEYRING_ENTRY` names the keyring entry of the signing key, so one
+/// account can keep separate identities (and parallel tests separate keys). The key is
+/// still only in the OS keyring.
+fn with_key_entry(engine: Engine) -> Engine {
+    match std::env::var("COUNTERSIGN_KEYRING_ENTRY") {
+        Ok(entry) if !entry.is_empty() => engine.with_key_store(Arc::new(OsKeyring::with_names(
+            countersign_core::signer::KEYRING_SERVICE,
+            &entry,
+        ))),
+        _ => engine,
+    }
 }
 
 /// Starts this server on a random loopback port with a fresh random token (kept only in
