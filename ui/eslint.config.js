@@ -1,18 +1,23 @@
 // @ts-check
 import js from "@eslint/js";
 import { defineConfig } from "eslint/config";
+import svelte from "eslint-plugin-svelte";
 import tseslint from "typescript-eslint";
+import svelteConfig from "./svelte.config.js";
 
 export default defineConfig(
-  { ignores: ["dist/", "node_modules/"] },
+  // bindings.ts is generated from the Rust types: type-checked by `npm run check`, not linted.
+  { ignores: ["dist/", "node_modules/", "src/bindings.ts"] },
   js.configs.recommended,
   tseslint.configs.strictTypeChecked,
   tseslint.configs.stylisticTypeChecked,
+  svelte.configs.recommended,
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["eslint.config.js"] },
+        projectService: { allowDefaultProject: ["eslint.config.js", "svelte.config.js"] },
         tsconfigRootDir: import.meta.dirname,
+        extraFileExtensions: [".svelte"],
       },
     },
     rules: {
@@ -34,7 +39,20 @@ export default defineConfig(
       "no-eval": "error",
       "no-implied-eval": "off",
       "@typescript-eslint/no-implied-eval": "error",
+      // Other people's words are text, never markup.
+      "svelte/no-at-html-tags": "error",
     },
+  },
+  {
+    files: ["**/*.svelte", "**/*.svelte.ts"],
+    languageOptions: {
+      parserOptions: {
+        parser: tseslint.parser,
+        svelteConfig,
+      },
+    },
+    // TypeScript (svelte-check) already knows which globals exist.
+    rules: { "no-undef": "off" },
   },
   { files: ["**/*.js"], extends: [tseslint.configs.disableTypeChecked] },
 );

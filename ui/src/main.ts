@@ -1,38 +1,14 @@
+import { mount } from "svelte";
+import App from "./App.svelte";
+import { tauriApi } from "./lib/tauri.ts";
 import "./style.css";
 
-/**
- * Placeholder shell. The real approval window arrives in the next issue.
- *
- * DOM rule for this codebase: text goes in through `textContent` only, never
- * `innerHTML` (the CSP forbids inline script, and approval data is untrusted).
+/*
+ * DOM rule for this codebase: other people's words (titles, details, comments, errors)
+ * are rendered only through Svelte text interpolation, never {@html} or innerHTML.
  */
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  text?: string,
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
-}
-
-function mount(root: HTMLElement): void {
-  const header = el("header", "app-header");
-  header.append(el("h1", "app-title", "Countersign"));
-
-  const main = el("main", "app-main");
-  main.append(
-    el("p", "placeholder", "Inbox — the window arrives in the next issue"),
-  );
-
-  root.replaceChildren(header, main);
-}
-
-const root = document.getElementById("app");
-if (root === null) {
+const target = document.getElementById("app");
+if (target === null) {
   throw new Error("Countersign: #app root element is missing from index.html");
 }
-mount(root);
+mount(App, { target, props: { api: tauriApi } });

@@ -476,12 +476,11 @@ impl Engine {
             seen_snapshot_hash: input.seen_snapshot_hash,
             approver: self.approver.clone(),
         };
-        let signer = self.signer().map_err(DecideError::from)?;
         Ok(decide::decide(
             &self.store,
             &*entry.backend,
             &self.changes,
-            &signer,
+            &|| self.signer(),
             request,
             now,
         )

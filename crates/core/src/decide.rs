@@ -126,7 +126,7 @@ pub async fn decide(
     store: &Store,
     backend: &dyn Backend,
     changes: &broadcast::Sender<Change>,
-    signer: &Signer,
+    signer: &(dyn Fn() -> Result<std::sync::Arc<Signer>, SignerError> + Send + Sync),
     request: DecisionRequest,
     now: DateTime<Utc>,
 ) -> Result<DecisionReport, DecideError> {
@@ -193,6 +193,9 @@ pub async fn decide(
     }
 
     // 3. Sign the canonical payload: exactly these bytes are what the decision proves.
+    // The key is loaded only now, so a stale or expired action is refused as such even
+    // when the keyring is locked.
+    let signer = signer()?;
     let mut decision = Decision {
         action: key.clone(),
         verdict: request.verdict,
