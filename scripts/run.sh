@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs whatever is missing, builds, and starts the console on the embedded
-# default (the reference server in-process with the demo scenario) unless a config
-# file exists. Extra arguments go to `countersign inbox`.
+# Installs whatever is missing, builds, and starts the console. With no config file it
+# runs on the embedded default: the reference server in-process with the demo scenario.
+# On a desktop (DISPLAY or WAYLAND_DISPLAY set) that is the window; without a display,
+# the CLI's live inbox on the same engine and the same embedded default.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
+if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
+  cargo build --locked -p countersign-app
+  exec ./target/debug/countersign-app
+fi
+echo "No display (DISPLAY and WAYLAND_DISPLAY are unset): starting the CLI's live inbox instead."
 cargo build --locked -p countersign-cli
-
-# The desktop window is still a placeholder (it lands with the window issue), so
-# the console today is the CLI's live inbox, with or without a display.
 exec ./target/debug/countersign inbox "$@"
