@@ -12,6 +12,7 @@ const COMMANDS: &[&str] = &[
     "open_action",
     "decide",
     "open_in_browser",
+    "export_audit",
     "app_info",
 ];
 

@@ -36,6 +36,7 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             commands::open_action,
             commands::decide,
             commands::open_in_browser,
+            commands::export_audit,
             commands::app_info,
         ])
         .events(tauri_specta::collect_events![Changed])
@@ -65,6 +66,7 @@ pub fn run() {
     let bindings = bindings();
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
+        .plugin(tauri_plugin_dialog::init())
         .invoke_handler(bindings.invoke_handler())
         .setup(move |app| {
             bindings.mount_events(app);

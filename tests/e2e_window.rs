@@ -61,6 +61,12 @@ async fn smoke_window_opens() {
     let mut e2e = E2e::start("smoke_window_opens");
     e2e.launch().await;
     assert_eq!(e2e.title().await, "Countersign");
+    // Scripts from WebDriver run despite the strict CSP (the helpers rely on it).
+    let end = std::time::Instant::now() + WAIT;
+    while e2e.js("return document.readyState;", vec![]).await != "complete" {
+        assert!(std::time::Instant::now() < end, "document never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // What tauri-driver was given is what the app process runs with.
     let env = e2e.app_process_env();
@@ -71,10 +77,19 @@ async fn smoke_window_opens() {
             .unwrap_or_else(|| panic!("{k} missing in the app's environment"))
     };
     assert_eq!(get("DISPLAY"), e2e.xvfb.name());
-    assert_eq!(get("COUNTERSIGN_CONFIG"), e2e.config_path().display().to_string());
-    assert_eq!(get("COUNTERSIGN_DATA_DIR"), e2e.data_dir().display().to_string());
+    assert_eq!(
+        get("COUNTERSIGN_CONFIG"),
+        e2e.config_path().display().to_string()
+    );
+    assert_eq!(
+        get("COUNTERSIGN_DATA_DIR"),
+        e2e.data_dir().display().to_string()
+    );
     assert_eq!(get(e2e::TOKEN_ENV), common::TOKEN);
-    assert_eq!(get("HOME"), e2e.dir.path().join("home").display().to_string());
+    assert_eq!(
+        get("HOME"),
+        e2e.dir.path().join("home").display().to_string()
+    );
     assert!(get("XDG_DATA_HOME").starts_with(&e2e.dir.path().display().to_string()));
 
     let shot = e2e.screenshot("window").await;
@@ -166,7 +181,8 @@ async fn approve_with_reason_records_one_decision() {
 
     e2e.click(&row("ok-1")).await;
     e2e.wait_for(DETAIL, WAIT).await;
-    e2e.type_text(REASON, "Reconciliation ticket FIN-2231").await;
+    e2e.type_text(REASON, "Reconciliation ticket FIN-2231")
+        .await;
     e2e.click(APPROVE).await;
     e2e.wait_for(RESULT, WAIT).await;
     e2e.wait_gone(&row("ok-1"), WAIT).await;
@@ -219,7 +235,8 @@ async fn stale_snapshot_is_refused() {
 
 #[tokio::test]
 async fn hostile_text_stays_text() {
-    const TITLE: &str = r#"<img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>"#;
+    const TITLE: &str =
+        r#"<img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>"#;
     const VALUE: &str = "<b>bold</b><script>alert(1)</script>";
     let mut e2e = E2e::start("hostile_text_stays_text");
     let mut evil = new_action("evil-1", TITLE);
@@ -260,7 +277,11 @@ async fn hostile_text_stays_text() {
     assert_eq!(e2e.title().await, "Countersign");
     let injected = r#"[data-testid="detail"] script, [data-testid="detail"] img,
         [data-testid="inbox-row"] script, [data-testid="inbox-row"] img"#;
-    assert_eq!(e2e.count(injected).await, 0, "markup from the payload was parsed");
+    assert_eq!(
+        e2e.count(injected).await,
+        0,
+        "markup from the payload was parsed"
+    );
     let bold = e2e
         .js(
             "return Array.from(document.querySelectorAll('[data-testid=\"detail\"] b'))

@@ -182,9 +182,9 @@ async fn signed_decisions_export_to_a_csv_that_ssh_keygen_and_verify_accept() {
     env.ok(&["approve", "db-2", "--reason", "OPS-7"]);
     env.ok(&["deny", "db-3", "--reason", "not during the freeze"]);
     for id in ["db-1", "db-2", "db-3"] {
-        assert_eq!(
-            producer.get(id).await.snapshot.status.as_str() != "pending",
-            true,
+        assert_ne!(
+            producer.get(id).await.snapshot.status.as_str(),
+            "pending",
             "{id} was decided on the server (signature accepted)"
         );
     }

@@ -2,7 +2,8 @@
 //! tauri-driver → WebKitWebDriver by a WebDriver client (fantoccini), against the
 //! reference server running as its own process.
 //!
-//! Every [`E2e`] owns its own X display, private D-Bus session bus, reference server,
+//! Every [`E2e`] owns its own X display, private D-Bus session bus with an unlocked
+//! gnome-keyring (the app's signing key lives in the Secret Service), reference server,
 //! temp config/data/home directory, tauri-driver and app session. Dropping it (also on
 //! panic) ends the WebDriver session and kills everything it started, by process id.
 //!
@@ -217,17 +218,48 @@ impl Drop for Xvfb {
 // --- private session bus ----------------------------------------------------------
 
 /// A private D-Bus session bus, so the app never talks to (or autolaunches) another.
+/// It activates nothing on its own (no accessibility bus, portals or dconf spawned
+/// behind the test's back): services a test needs go into `<dir>/services` or are
+/// started explicitly.
 struct SessionBus {
     child: Child,
     address: String,
 }
 
 impl SessionBus {
-    fn start(dir: &Path) -> Option<Self> {
-        let bin = on_path("dbus-daemon")?;
+    fn start(dir: &Path, env: Vec<(String, String)>) -> Option<Self> {
+        let bin = require("dbus-daemon", &[], "`apt-get install dbus`");
+        let services = dir.join("services");
+        std::fs::create_dir_all(&services).ok()?;
+        let config = dir.join("session.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <auth>EXTERNAL</auth>
+  <servicedir>{}</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.display(),
+                services.display()
+            ),
+        )
+        .ok()?;
         let mut child = Command::new(bin)
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-            .arg(format!("--address=unix:dir={}", dir.display()))
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            // Services it activates run with the test's HOME/XDG dirs, in its group.
+            .env_clear()
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -252,8 +284,88 @@ impl SessionBus {
 
 impl Drop for SessionBus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // The daemon and whatever it activated (they stay in its process group).
+        let pgrp = self.child.id();
+        signal(-i64::from(pgrp), "TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(2)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if !group_members(pgrp).is_empty() {
+            signal(-i64::from(pgrp), "KILL");
+        }
+    }
+}
+
+/// gnome-keyring as the Secret Service on the private bus, with a fresh, unlocked login
+/// keyring under the test's XDG_DATA_HOME: the app keeps its signing key there.
+struct Keyring {
+    child: Child,
+}
+
+impl Keyring {
+    fn start(env: Vec<(String, String)>) -> Self {
+        let bin = require(
+            "gnome-keyring-daemon",
+            &[],
+            "`apt-get install gnome-keyring`",
+        );
+        let send = require("dbus-send", &[], "`apt-get install dbus`");
+        let mut child = Command::new(bin)
+            .args(["--foreground", "--components=secrets", "--unlock"])
+            .env_clear()
+            .envs(env.clone())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("E2E: cannot start gnome-keyring-daemon");
+        // --unlock reads the password from stdin (until EOF).
+        let mut stdin = child.stdin.take().expect("keyring stdin");
+        stdin
+            .write_all(b"countersign-e2e")
+            .expect("keyring password");
+        drop(stdin);
+        let mut keyring = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let owned = Command::new(&send)
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .env_clear()
+                .envs(env.clone())
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"));
+            if owned {
+                return keyring;
+            }
+            if let Ok(Some(status)) = keyring.child.try_wait() {
+                panic!("E2E: gnome-keyring-daemon exited ({status}) before serving");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "E2E: gnome-keyring-daemon did not own org.freedesktop.secrets within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        signal(i64::from(self.child.id()), "TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(2)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -268,7 +380,8 @@ pub struct E2e {
     driver_port: u16,
     pub producer: Producer,
     pub server: ServerProcess,
-    bus: Option<SessionBus>,
+    keyring: Keyring,
+    bus: SessionBus,
     pub xvfb: Xvfb,
     /// Holds config.toml, state.sqlite, data/, home/ (deleted last).
     pub dir: tempfile::TempDir,
@@ -283,11 +396,25 @@ impl E2e {
         // Fail on missing tools before starting anything.
         tauri_driver_bin();
         webkit_webdriver_bin();
+        require("dbus-daemon", &[], "`apt-get install dbus`");
+        require(
+            "gnome-keyring-daemon",
+            &[],
+            "`apt-get install gnome-keyring`",
+        );
         let dir = tempfile::Builder::new()
             .prefix("countersign-e2e-")
             .tempdir()
             .expect("temp dir");
-        for sub in ["data", "home", "xdg-data", "xdg-config", "xdg-cache", "run", "bus"] {
+        for sub in [
+            "data",
+            "home",
+            "xdg-data",
+            "xdg-config",
+            "xdg-cache",
+            "run",
+            "bus",
+        ] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("temp sub dir");
         }
         use std::os::unix::fs::PermissionsExt;
@@ -297,8 +424,13 @@ impl E2e {
         )
         .expect("chmod XDG_RUNTIME_DIR");
 
+        let started = Instant::now();
         let xvfb = Xvfb::start();
-        let bus = SessionBus::start(&dir.path().join("bus"));
+        let bus = SessionBus::start(&dir.path().join("bus"), base_env(dir.path(), &xvfb))
+            .expect("E2E: the private dbus-daemon did not start");
+        let mut keyring_env = base_env(dir.path(), &xvfb);
+        keyring_env.push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
+        let keyring = Keyring::start(keyring_env);
         let server = ServerProcess::start(&dir.path().join("state.sqlite"), "127.0.0.1:0");
         let producer = Producer::new(&server.url());
         std::fs::write(
@@ -310,6 +442,11 @@ impl E2e {
             ),
         )
         .expect("write config.toml");
+        eprintln!(
+            "E2E[{name}]: display {}, bus, keyring and server up in {:.1?}",
+            xvfb.name(),
+            started.elapsed()
+        );
         Self {
             name: name.to_owned(),
             client: None,
@@ -318,6 +455,7 @@ impl E2e {
             driver_port: 0,
             producer,
             server,
+            keyring,
             bus,
             xvfb,
             dir,
@@ -337,30 +475,16 @@ impl E2e {
     /// Built from scratch so nothing of the caller's desktop (Wayland, a real bus, a
     /// real keyring, real config) leaks in.
     pub fn app_env(&self) -> Vec<(String, String)> {
-        let d = self.dir.path();
-        let p = |sub: &str| d.join(sub).display().to_string();
-        let mut env = vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("DISPLAY".into(), self.xvfb.name()),
-            ("GDK_BACKEND".into(), "x11".into()),
-            ("HOME".into(), p("home")),
-            ("XDG_DATA_HOME".into(), p("xdg-data")),
-            ("XDG_CONFIG_HOME".into(), p("xdg-config")),
-            ("XDG_CACHE_HOME".into(), p("xdg-cache")),
-            ("XDG_RUNTIME_DIR".into(), p("run")),
+        let p = |sub: &str| self.dir.path().join(sub).display().to_string();
+        let mut env = base_env(self.dir.path(), &self.xvfb);
+        env.extend([
             ("COUNTERSIGN_CONFIG".into(), p("config.toml")),
             ("COUNTERSIGN_DATA_DIR".into(), p("data")),
             (TOKEN_ENV.into(), common::TOKEN.into()),
-        ];
-        if let Some(bus) = &self.bus {
-            env.push(("DBUS_SESSION_BUS_ADDRESS".into(), bus.address.clone()));
-        }
-        for pass in ["RUST_LOG", "RUST_BACKTRACE"] {
-            if let Ok(v) = std::env::var(pass) {
-                env.push((pass.into(), v));
-            }
-        }
+            // No accessibility bus: nothing to activate, nothing left behind.
+            ("NO_AT_BRIDGE".into(), "1".into()),
+        ]);
+        env.push(("DBUS_SESSION_BUS_ADDRESS".into(), self.bus.address.clone()));
         env
     }
 
@@ -396,22 +520,26 @@ impl E2e {
         self.driver = Some(driver);
         self.driver_port = port;
 
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // tauri-driver answers on `port` before WebKitWebDriver listens on `native_port`;
+        // a session request in between fails with "client error (Connect)".
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = self.driver.as_mut().unwrap().try_wait() {
-                panic!(
-                    "E2E: tauri-driver exited ({status}) before listening; log {}:\n{}",
-                    log_path.display(),
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
+        for (what, p) in [("tauri-driver", port), ("WebKitWebDriver", native_port)] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], p));
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                if let Ok(Some(status)) = self.driver.as_mut().unwrap().try_wait() {
+                    panic!(
+                        "E2E: tauri-driver exited ({status}) before {what} listened; log {}:\n{}",
+                        log_path.display(),
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "E2E: {what} did not listen on {p} within 10 s; see {}",
+                    log_path.display()
                 );
+                std::thread::sleep(Duration::from_millis(25));
             }
-            assert!(
-                Instant::now() < deadline,
-                "E2E: tauri-driver did not listen on {port} within 10 s; see {}",
-                log_path.display()
-            );
-            std::thread::sleep(Duration::from_millis(25));
         }
 
         let mut caps = serde_json::Map::new();
@@ -420,17 +548,25 @@ impl E2e {
             "tauri:options".into(),
             json!({ "application": env!("CARGO_BIN_EXE_countersign-app") }),
         );
-        let connect = ClientBuilder::new(HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await;
-        let client = connect.unwrap_or_else(|e| {
-            panic!(
-                "E2E: no WebDriver session (the app did not start?): {e}; log {}:\n{}",
-                log_path.display(),
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            )
-        });
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(caps);
+        let url = format!("http://127.0.0.1:{port}");
+        let mut attempt = 1;
+        let client = loop {
+            match builder.connect(&url).await {
+                Ok(client) => break client,
+                // A driver that is listening but not serving yet: try again, briefly.
+                Err(e) if attempt < 3 && e.to_string().contains("Connect") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => panic!(
+                    "E2E: no WebDriver session (the app did not start?): {e}; log {}:\n{}",
+                    log_path.display(),
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ),
+            }
+        };
         // Teardown is ours (also on panic, where no async runtime can be relied on).
         client.persist().await.expect("persist");
         self.session = client.session_id().await.expect("session id");
@@ -650,6 +786,29 @@ impl E2e {
     }
 }
 
+/// The desktop-neutral part of the environment: display, locale, and HOME/XDG dirs
+/// inside the test's temp dir.
+fn base_env(dir: &Path, xvfb: &Xvfb) -> Vec<(String, String)> {
+    let p = |sub: &str| dir.join(sub).display().to_string();
+    let mut env = vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("DISPLAY".into(), xvfb.name()),
+        ("GDK_BACKEND".into(), "x11".into()),
+        ("HOME".into(), p("home")),
+        ("XDG_DATA_HOME".into(), p("xdg-data")),
+        ("XDG_CONFIG_HOME".into(), p("xdg-config")),
+        ("XDG_CACHE_HOME".into(), p("xdg-cache")),
+        ("XDG_RUNTIME_DIR".into(), p("run")),
+    ];
+    for pass in ["RUST_LOG", "RUST_BACKTRACE"] {
+        if let Ok(v) = std::env::var(pass) {
+            env.push((pass.into(), v));
+        }
+    }
+    env
+}
+
 /// `DELETE /session/{id}` with plain blocking I/O (no async runtime needed in Drop).
 fn delete_session(port: u16, session: &str) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -669,6 +828,7 @@ fn delete_session(port: u16, session: &str) {
 
 impl Drop for E2e {
     fn drop(&mut self) {
+        let started = Instant::now();
         // The client holds no session of its own (persisted); dropping it is inert.
         drop(self.client.take());
         if let Some(session) = self.session.take() {
@@ -690,6 +850,11 @@ impl Drop for E2e {
                 signal(-i64::from(pgrp), "KILL");
             }
         }
+        eprintln!(
+            "E2E[{}]: session and app stopped in {:.1?}",
+            self.name,
+            started.elapsed()
+        );
         // Then the fields drop: server, bus, Xvfb, temp dir.
     }
 }

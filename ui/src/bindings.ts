@@ -20,6 +20,11 @@ export const commands = {
 	 *  page can only open links the engine stored, and only http(s) ones.
 	 */
 	openInBrowser: (key: ActionKey) => typedError<null, ApiError_Serialize>(__TAURI_INVOKE("open_in_browser", { key })),
+	/**
+	 *  Asks where to save (the system's save dialog), then writes the audit chain there as
+	 *  CSV after verifying it. `None` when the person cancelled.
+	 */
+	exportAudit: () => typedError<ExportReport | null, ApiError_Serialize>(__TAURI_INVOKE("export_audit")),
 	/**  Who is deciding, and whether this is the embedded demo. */
 	appInfo: () => typedError<AppInfo, ApiError_Serialize>(__TAURI_INVOKE("app_info")),
 };
@@ -195,6 +200,13 @@ export type BackendStatus_Serialize = {
 	pending: number,
 };
 
+/**  What a successful verification checked. */
+export type ChainReport = {
+	entries: number,
+	signatures: number,
+	head_hash: string,
+};
+
 /**
  *  What changed, broadcast to every subscriber (the window, the CLI's live inbox).
  *  Carries keys, not data: subscribers read the store, which is the one truth.
@@ -318,6 +330,12 @@ export type EventSource =
 "backend" | 
 /**  Happened in this Countersign (viewed, decided, delivered, …). */
 "local";
+
+/**  Where an export went and what was checked before writing it. */
+export type ExportReport = {
+	path: string,
+	chain: ChainReport,
+};
 
 /**  One field that differs between the snapshot a person saw and the current one. */
 export type FieldChange = {

@@ -39,6 +39,8 @@ pub enum EngineError {
     Signer(#[from] SignerError),
     #[error("the audit chain is broken at {0}")]
     Chain(ChainBreak),
+    #[error("cannot write the export: {0}")]
+    Export(String),
     #[error("backend `{name}` cannot be used: {reason}")]
     BackendUnavailable { name: String, reason: String },
     #[error("`{id}` is ambiguous: {}", candidates.join(", "))]
@@ -59,6 +61,7 @@ impl EngineError {
             Self::BackendUnavailable { .. } => "backend_unavailable",
             Self::Signer(e) => e.code(),
             Self::Chain(_) => "chain_broken",
+            Self::Export(_) => "export_failed",
         }
     }
 }
@@ -103,7 +106,7 @@ pub struct ApiError {
     pub code: String,
     pub message: String,
     pub changes: Vec<FieldChange>,
-    pub current: Option<PendingAction>,
+    pub current: Option<Box<PendingAction>>,
 }
 
 impl ApiError {
@@ -122,7 +125,7 @@ impl From<EngineError> for ApiError {
         let (changes, current) = match &e {
             EngineError::Decide(DecideError::Changed {
                 changes, current, ..
-            }) => (changes.clone(), Some((**current).clone())),
+            }) => (changes.clone(), Some(current.clone())),
             _ => (Vec::new(), None),
         };
         Self {
@@ -160,6 +163,14 @@ pub struct Engine {
     key_store: Arc<dyn KeyStore>,
     /// Loaded on first use, so commands that only read never touch the keyring.
     signer: std::sync::Mutex<Option<Arc<Signer>>>,
+}
+
+/// Where an export went and what was checked before writing it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct ExportReport {
+    pub path: String,
+    pub chain: ChainReport,
 }
 
 /// The signing key as a person sees it.
@@ -242,6 +253,20 @@ impl Engine {
     /// The audit chain (or part of it), in order.
     pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, EngineError> {
         Ok(self.store.audit_entries(query)?)
+    }
+
+    /// Writes the whole audit chain as CSV (docs/audit-csv.md) after checking it, so a
+    /// broken chain is reported instead of exported as if it were sound.
+    pub fn export_csv(&self, path: &std::path::Path) -> Result<ExportReport, EngineError> {
+        let entries = self.store.audit_entries(&AuditQuery::default())?;
+        let report = audit::verify_chain(&entries, None).map_err(EngineError::Chain)?;
+        let file = std::fs::File::create(path).map_err(|e| EngineError::Export(e.to_string()))?;
+        crate::export::write_csv(&entries, std::io::BufWriter::new(file))
+            .map_err(|e| EngineError::Export(e.to_string()))?;
+        Ok(ExportReport {
+            path: path.display().to_string(),
+            chain: report,
+        })
     }
 
     /// Re-walks the whole chain in the database: links, hashes, every signature.

@@ -202,9 +202,10 @@ impl ChainBreak {
 
 /// What a successful verification checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ChainReport {
-    pub entries: usize,
-    pub signatures: usize,
+    pub entries: u32,
+    pub signatures: u32,
     pub head_hash: String,
 }
 

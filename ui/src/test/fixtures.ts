@@ -9,6 +9,7 @@ import type {
   DecisionInput,
   DecisionReport_Serialize,
   DeliveryState,
+  ExportReport,
   InboxView_Serialize,
   PendingAction_Serialize,
   TimelineEvent_Serialize,
@@ -108,6 +109,8 @@ export class FakeShell {
   info: AppInfo = { approver: "me@example.com", embedded: true, data_dir: "/tmp/x" };
   decideResult: (input: DecisionInput) => Res<DecisionReport_Serialize> = (input) =>
     ok(report(input, { state: "delivered" }));
+  exportResult: () => Res<ExportReport | null> = () =>
+    ok({ path: "/tmp/audit.csv", chain: { entries: 4, signatures: 2, head_hash: "ab".repeat(32) } });
   calls: { name: string; arg?: unknown }[] = [];
   #listener: ((change: Change) => void) | null = null;
 
@@ -148,6 +151,10 @@ export class FakeShell {
       openInBrowser: (k) => {
         this.calls.push({ name: "openInBrowser", arg: k });
         return Promise.resolve(ok(null));
+      },
+      exportAudit: () => {
+        this.calls.push({ name: "exportAudit" });
+        return Promise.resolve(structuredClone(this.exportResult()));
       },
       appInfo: () => {
         this.calls.push({ name: "appInfo" });
