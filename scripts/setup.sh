@@ -36,6 +36,8 @@ APT_PACKAGES=(
   imagemagick
   sqlite3
   openssh-client
+  libdbus-1-dev
+  xdotool
 )
 
 # --- 1. Debian packages ------------------------------------------------------

@@ -292,3 +292,53 @@ async fn hostile_text_stays_text() {
     assert_eq!(bold, false, "<b>bold</b> was parsed as markup");
     e2e.close().await;
 }
+
+/// Issue 5 in the window: a decision made there is signed with the keyring-held key and
+/// accepted by a server that only takes signed decisions; the export button's save
+/// dialog writes a CSV that `countersign verify` accepts.
+#[tokio::test]
+async fn signed_approval_then_audit_export_verifies() {
+    let mut e2e = E2e::start("signed_approval_then_audit_export_verifies");
+    seed(&e2e.producer).await;
+    let signers = e2e.require_signatures();
+    e2e.launch_ready().await;
+
+    e2e.click(&row("deploy-4812")).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    e2e.type_text(REASON, "CHG-881 approved in CAB").await;
+    e2e.click(APPROVE).await;
+    e2e.wait_for(
+        r#"[data-testid="decision-result"][data-outcome="delivered"]"#,
+        WAIT,
+    )
+    .await;
+    let theirs = e2e.producer.get("deploy-4812").await;
+    assert_eq!(
+        theirs.snapshot.reviews.len(),
+        1,
+        "the signed decision was accepted"
+    );
+    assert_eq!(theirs.snapshot.reviews[0].reviewer, APPROVER);
+
+    let csv = e2e.dir.path().join("window-export.csv");
+    e2e.click(r#"[data-testid="export-audit"]"#).await;
+    e2e.answer_save_dialog("Export the audit chain", &csv);
+    e2e.wait_for(r#"[data-testid="export-result"][data-ok="true"]"#, WAIT)
+        .await;
+    e2e.screenshot("audit-exported").await;
+    let out = std::process::Command::new(common::bin("countersign"))
+        .arg("verify")
+        .arg(&csv)
+        .arg("--allowed-signers")
+        .arg(&signers)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 entries, 1 signatures verified"), "{text}");
+    e2e.close().await;
+}

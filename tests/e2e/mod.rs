@@ -463,6 +463,79 @@ impl E2e {
         }
     }
 
+    /// Makes the reference server accept only decisions signed by the app's own key:
+    /// the key is made in this session's keyring by `countersign key show` (the same
+    /// engine, bus and keyring the app uses), then the server restarts on the same
+    /// address and state with `--allowed-signers`.
+    pub fn require_signatures(&mut self) -> PathBuf {
+        let out = std::process::Command::new(common::bin("countersign"))
+            .args(["key", "show"])
+            .env_clear()
+            .envs(self.app_env())
+            .output()
+            .expect("countersign key show");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "key show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("allowed_signers"))
+            .expect("an allowed_signers line")
+            .trim()
+            .to_owned();
+        let signers = self.dir.path().join("allowed_signers");
+        std::fs::write(&signers, format!("{line}\n")).expect("write allowed_signers");
+        let addr = self.server.addr.to_string();
+        self.server.kill9();
+        self.server = ServerProcess::start_with(
+            &self.dir.path().join("state.sqlite"),
+            &addr,
+            &["--allowed-signers".as_ref(), signers.as_os_str()],
+        );
+        signers
+    }
+
+    /// Answers the system's save dialog (GTK, under this test's Xvfb) with `path`, as a
+    /// person would: wait for the dialog by its title, type the path, press Enter.
+    pub fn answer_save_dialog(&self, title: &str, path: &Path) {
+        let xdotool = require("xdotool", &[], "`apt-get install xdotool`");
+        let run = |args: &[&str]| {
+            std::process::Command::new(&xdotool)
+                .args(args)
+                .env("DISPLAY", self.xvfb.name())
+                .output()
+                .expect("xdotool")
+        };
+        let deadline = Instant::now() + WAIT;
+        let window = loop {
+            let found = run(&["search", "--name", title]);
+            let id = String::from_utf8_lossy(&found.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned);
+            if let Some(id) = id {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no save dialog titled {title:?}");
+            std::thread::sleep(POLL);
+        };
+        // The dialog's name field has focus with the suggested name selected.
+        run(&["windowfocus", "--sync", &window]);
+        run(&["key", "--window", &window, "ctrl+a"]);
+        run(&[
+            "type",
+            "--window",
+            &window,
+            "--delay",
+            "20",
+            &path.display().to_string(),
+        ]);
+        run(&["key", "--window", &window, "Return"]);
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.toml")
     }
@@ -736,6 +809,16 @@ impl E2e {
 
     /// Saves a PNG of the window's viewport to `target/e2e-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
+        // The DOM can be ahead of the last painted frame: wait for two frames so the
+        // picture shows what the assertions just saw.
+        let _ = self
+            .client()
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                vec![],
+            )
+            .await;
         let png = self.client().screenshot().await.expect("screenshot");
         let dir = target_dir().join("e2e-screenshots");
         std::fs::create_dir_all(&dir).expect("target/e2e-screenshots");
