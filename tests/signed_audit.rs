@@ -351,22 +351,42 @@ async fn every_single_row_edit_delete_swap_and_insert_is_caught_and_named() {
     // In the database: the same mutations applied with SQL to copies of the file.
     drop(engine);
     let db = data.join("countersign.db");
+    // Every row: edit, delete, swap with the next, and insert a forged row after it
+    // (a copy with its own entry hash recomputed, later rows renumbered).
     let sql_mutations: Vec<(String, String, usize)> = (1..=chain.len())
-        .step_by(37)
         .flat_map(|seq| {
             let next = seq + 1;
-            [
+            let forged = &chain[seq - 1];
+            let forged_payload = format!("{} ", forged.payload);
+            let forged_hash = audit::entry_hash(&forged.prev_hash, &forged_payload);
+            let mut m = vec![
                 (
                     format!("edit {seq}"),
                     format!("UPDATE audit_entries SET payload = payload || ' ' WHERE seq = {seq}"),
                     seq,
                 ),
                 (
+                    format!("insert after {seq}"),
+                    format!(
+                        "UPDATE audit_entries SET seq = seq + 1000000 WHERE seq > {seq};
+                         UPDATE audit_entries SET seq = seq - 999999 WHERE seq > 1000000;
+                         INSERT INTO audit_entries (seq, at, kind, action_id, decision_id, payload,
+                             signature, public_key, key_fingerprint, prev_hash, entry_hash)
+                         SELECT {next}, at, kind, action_id, decision_id, '{}', signature,
+                             public_key, key_fingerprint, prev_hash, '{forged_hash}'
+                         FROM audit_entries WHERE seq = {seq};",
+                        forged_payload.replace('\'', "''")
+                    ),
+                    next,
+                ),
+            ];
+            if seq < chain.len() {
+                m.push((
                     format!("delete {seq}"),
                     format!("DELETE FROM audit_entries WHERE seq = {seq}"),
                     seq,
-                ),
-                (
+                ));
+                m.push((
                     format!("swap {seq},{next}"),
                     format!(
                         "UPDATE audit_entries SET seq = -1 WHERE seq = {seq};
@@ -374,11 +394,15 @@ async fn every_single_row_edit_delete_swap_and_insert_is_caught_and_named() {
                          UPDATE audit_entries SET seq = {next} WHERE seq = -1;"
                     ),
                     seq,
-                ),
-            ]
+                ));
+            }
+            m
         })
-        .filter(|(_, _, seq)| *seq < chain.len())
         .collect();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    drop(conn);
     for (what, sql, row) in sql_mutations {
         let copy = dir.path().join("copy.db");
         let conn = rusqlite::Connection::open(&db).unwrap();
