@@ -23,6 +23,7 @@ fn add(engine: &mut Engine, name: &str, url: String) {
         poll_interval_secs: Some(1),
         max_backoff_secs: Some(1),
         timeout_secs: None,
+        ..Default::default()
     };
     let limits = Limits {
         request_timeout: Duration::from_secs(1),

@@ -30,6 +30,7 @@ fn backend_config(name: &str, url: &str) -> BackendConfig {
         poll_interval_secs: Some(1),
         max_backoff_secs: Some(1),
         timeout_secs: Some(5),
+        ..Default::default()
     }
 }
 

@@ -311,6 +311,7 @@ async fn every_single_row_edit_delete_swap_and_insert_is_caught_and_named() {
         poll_interval_secs: None,
         max_backoff_secs: None,
         timeout_secs: None,
+        ..Default::default()
     };
     let data = dir.path().join("data");
     let mut engine =

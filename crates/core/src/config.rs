@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Who signs decisions made here (e.g. an email). Defaults to `$USER@host`.
@@ -18,13 +18,21 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Unique, short, shown in the inbox; part of every action key (`name/id`).
     pub name: String,
     pub kind: String,
+    /// Base URL of an HTTP backend (empty for kinds that are not, like `exec`).
+    #[serde(default)]
     pub url: String,
+    /// Program and arguments of an `exec` plugin.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Kind-specific settings (`[backend.options]`), read by that kind's module.
+    #[serde(default)]
+    pub options: toml::Table,
     /// Environment variable holding the bearer token.
     #[serde(default)]
     pub token_env: Option<String>,

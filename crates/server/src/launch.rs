@@ -203,6 +203,7 @@ async fn start_embedded(
         poll_interval_secs: None,
         max_backoff_secs: Some(5),
         timeout_secs: None,
+        ..Default::default()
     };
     let backend = backends::build(&config, Some(token), Limits::default())
         .map_err(|e| LaunchError::Embedded(e.to_string()))?;
