@@ -109,7 +109,7 @@ fn to_remote(backend: &str, url: &str, wire: WireAction) -> Result<RemoteAction,
     Ok(RemoteAction { action, timeline })
 }
 
-fn timeline_event(e: WireTimelineEvent) -> TimelineEvent {
+pub(super) fn timeline_event(e: WireTimelineEvent) -> TimelineEvent {
     TimelineEvent {
         at: e.at,
         source: EventSource::Backend,

@@ -2,6 +2,8 @@
 //! module plus a line in [`build`].
 
 pub mod countersign;
+pub mod exec;
+pub mod hoop;
 mod http;
 
 use std::time::Duration;
@@ -210,7 +212,7 @@ impl Default for Limits {
 
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error("backend `{name}`: unknown kind `{kind}` (known: countersign)")]
+    #[error("backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec)")]
     UnknownKind { name: String, kind: String },
     #[error("backend `{name}`: {detail}")]
     Invalid { name: String, detail: String },
@@ -229,6 +231,8 @@ pub fn build(
             token,
             limits,
         )?)),
+        exec::KIND => Ok(std::sync::Arc::new(exec::Exec::new(config, token, limits)?)),
+        hoop::KIND => Ok(std::sync::Arc::new(hoop::Hoop::new(config, token, limits)?)),
         other => Err(BuildError::UnknownKind {
             name: config.name.clone(),
             kind: other.to_owned(),
