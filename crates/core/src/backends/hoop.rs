@@ -150,11 +150,11 @@ impl Hoop {
 
     /// The email of the hoop user behind the token, asked once.
     async fn me(&self) -> Result<String, BackendError> {
-        if let Some(me) = self.me.lock().expect("hoop identity lock").clone() {
+        if let Some(me) = self.me.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(me);
         }
         let info: UserInfo = self.get_json(&self.url("/userinfo")).await?;
-        *self.me.lock().expect("hoop identity lock") = Some(info.email.clone());
+        *self.me.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.email.clone());
         Ok(info.email)
     }
 }
