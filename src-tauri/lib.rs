@@ -67,6 +67,8 @@ pub fn run() {
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
         .plugin(tauri_plugin_dialog::init())
+        // Reopens the window where and as large as the person left it.
+        .plugin(tauri_plugin_window_state::Builder::default().build())
         .invoke_handler(bindings.invoke_handler())
         .setup(move |app| {
             bindings.mount_events(app);
