@@ -77,7 +77,7 @@ else
     exit 1
   fi
   log "installing tauri-driver (cargo install --locked)"
-  cargo install tauri-driver --locked
+  cargo install tauri-driver --locked --version "^2"
 fi
 
 # --- 3. Node.js / npm --------------------------------------------------------
