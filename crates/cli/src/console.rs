@@ -15,6 +15,8 @@ pub enum CliError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Message(String),
 }
 
 pub struct Console {

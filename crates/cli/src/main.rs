@@ -1,6 +1,7 @@
 //! `countersign`: the headless console on the same engine as the desktop window.
 //! Every subcommand is a few calls into `countersign_core::Engine`.
 
+mod backend_admin;
 mod console;
 mod inbox;
 mod render;
@@ -87,6 +88,11 @@ enum Command {
     Backends {
         #[arg(long)]
         json: bool,
+    },
+    /// Configure backends: add, test, remove, set-token (kept in the OS keyring).
+    Backend {
+        #[command(subcommand)]
+        command: backend_admin::BackendCommand,
     },
     /// Live inbox: refreshes as requests arrive; decide from its prompt.
     Inbox,
@@ -193,7 +199,11 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
     match cli.command {
         Command::List { backend, json } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let actions = console.engine.pending(backend.as_deref())?;
+            let mut actions = console.engine.pending(backend.as_deref())?;
+            // A removed backend's actions stay in `history`, not in the inbox.
+            if let Some(names) = backend_admin::configured_names(g) {
+                actions.retain(|a| names.contains(&a.key.backend));
+            }
             if json {
                 render::json(&actions)?;
             } else {
@@ -242,13 +252,18 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
         }
         Command::Backends { json } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let statuses = console.engine.backends()?;
+            let mut statuses = console.engine.backends()?;
+            // Backends removed from the config keep their history, not a status row.
+            if let Some(names) = backend_admin::configured_names(g) {
+                statuses.retain(|s| names.contains(&s.name));
+            }
             if json {
                 render::json(&statuses)?;
             } else {
                 print!("{}", render::backends(&statuses, Utc::now()));
             }
         }
+        Command::Backend { command } => return backend_admin::run(g, command).await,
         Command::Key { command } => {
             let console = Console::open(g, Embedded::Off).await?;
             let info = match command {

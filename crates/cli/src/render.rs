@@ -337,7 +337,8 @@ pub fn decision_report(r: &DecisionReport) -> String {
 
 pub fn backends(statuses: &[BackendStatus], now: DateTime<Utc>) -> String {
     if statuses.is_empty() {
-        return "No backends yet: add one to config.toml, or run `countersign inbox` for the demo.\n"
+        return "No backends yet: add one with `countersign backend add`, or run `countersign inbox` for \
+             the demo.\n"
             .into();
     }
     let rows: Vec<Vec<String>> = statuses

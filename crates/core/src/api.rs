@@ -17,6 +17,7 @@ use crate::decide::{self, DecideError, DecisionReport, DecisionRequest};
 use crate::model::{
     ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind, Verdict,
 };
+use crate::secrets::{OsTokenStore, TokenStore};
 use crate::shutdown::Shutdown;
 use crate::signer::{KeyStore, OsKeyring, Signer, SignerError};
 use crate::snapshot::{FieldChange, SnapshotHash};
@@ -51,7 +52,7 @@ impl EngineError {
     /// A stable code the UI and scripts can act on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Config(_) => "config",
+            Self::Config(e) => e.code(),
             Self::Build(_) => "backend_config",
             Self::Store(StoreError::Busy { .. }) => "store_busy",
             Self::Store(_) => "store",
@@ -278,9 +279,21 @@ impl Engine {
     /// Builds every backend in `config` (tokens from where the config says). A backend
     /// that cannot be built is recorded as degraded with the reason; it does not stop
     /// the others.
+    ///
+    /// Keyring tokens come from the OS keyring ([`OsTokenStore::from_env`]).
     pub fn from_config(
         config: &Config,
         store: Store,
+        now: DateTime<Utc>,
+    ) -> Result<Self, EngineError> {
+        Self::from_config_with_tokens(config, store, &OsTokenStore::from_env(), now)
+    }
+
+    /// [`Engine::from_config`] with keyring tokens (`token_keyring`) read from `tokens`.
+    pub fn from_config_with_tokens(
+        config: &Config,
+        store: Store,
+        tokens: &dyn TokenStore,
         now: DateTime<Utc>,
     ) -> Result<Self, EngineError> {
         let approver = config
@@ -294,9 +307,12 @@ impl Engine {
                 limits.request_timeout = std::time::Duration::from_secs(secs.max(1));
             }
             let built = b
-                .token()
+                .token_from(tokens)
                 .map_err(EngineError::from)
-                .and_then(|token| Ok(backends::build(b, token, limits)?));
+                .and_then(|token| {
+                    let token = token.map(|t| String::clone(&t));
+                    Ok(backends::build(b, token, limits)?)
+                });
             match built {
                 Ok(backend) => engine.add_backend(b.clone(), backend)?,
                 Err(e) => {
@@ -527,5 +543,42 @@ fn report(name: &str, result: Result<SyncSummary, SyncError>) -> BackendSyncRepo
             error_code: Some(e.code()),
             error: Some(e.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::MemoryTokenStore;
+
+    #[test]
+    fn keyring_tokens_build_the_backend_and_a_missing_one_degrades_only_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            std::path::Path::new("c.toml"),
+            "[[backend]]\nname='a'\nkind='countersign'\nurl='http://127.0.0.1:9'\n\
+             token_keyring=true\n[[backend]]\nname='b'\nkind='countersign'\n\
+             url='http://127.0.0.1:9'\ntoken_keyring=true\n",
+        )
+        .unwrap();
+        let tokens = MemoryTokenStore::default();
+        tokens.set("a", "t0ken-a").unwrap();
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        let engine = Engine::from_config_with_tokens(&config, store, &tokens, Utc::now()).unwrap();
+        assert!(engine.backends.contains_key("a"));
+        let reason = &engine.unavailable["b"];
+        assert!(
+            reason.contains("countersign backend set-token b"),
+            "{reason}"
+        );
+        let b = engine
+            .backends()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "b")
+            .unwrap();
+        assert_eq!(b.status, "degraded");
+        assert_eq!(b.last_error_code.as_deref(), Some("missing_token"));
+        assert!(!format!("{reason}{:?}", b.last_error).contains("t0ken"));
     }
 }

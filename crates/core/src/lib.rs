@@ -11,6 +11,7 @@
 //! - [`sync`]: one task per backend keeping the store fresh; the change broadcast.
 //! - [`decide`]: the just-in-time decision pipeline and the outbox delivery.
 //! - [`config`]: `config.toml`, with secrets only ever referenced, never stored.
+//! - [`secrets`]: backend tokens in the OS keyring.
 //! - [`api`]: the one API layer the window and the CLI both call.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod decide;
 pub mod export;
 pub mod model;
 pub mod protocol;
+pub mod secrets;
 pub mod shutdown;
 pub mod signer;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 
 pub mod countersign;
 pub mod exec;
+pub mod github;
 pub mod hoop;
 mod http;
 
@@ -212,7 +213,7 @@ impl Default for Limits {
 
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error("backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec)")]
+    #[error("backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec, github)")]
     UnknownKind { name: String, kind: String },
     #[error("backend `{name}`: {detail}")]
     Invalid { name: String, detail: String },
@@ -233,6 +234,9 @@ pub fn build(
         )?)),
         exec::KIND => Ok(std::sync::Arc::new(exec::Exec::new(config, token, limits)?)),
         hoop::KIND => Ok(std::sync::Arc::new(hoop::Hoop::new(config, token, limits)?)),
+        github::KIND => Ok(std::sync::Arc::new(github::GitHub::new(
+            config, token, limits,
+        )?)),
         other => Err(BuildError::UnknownKind {
             name: config.name.clone(),
             kind: other.to_owned(),
