@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::header::{ACCEPT, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
@@ -39,13 +39,7 @@ impl OpenProtocol {
         token: Option<String>,
         limits: Limits,
     ) -> Result<Self, BuildError> {
-        let base = url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(BuildError::Invalid {
-                name: name.to_owned(),
-                detail: format!("url `{url}` must start with http:// or https://"),
-            });
-        }
+        let base = http::base_url(name, url)?;
         let client = http::client(&limits).map_err(|detail| BuildError::Invalid {
             name: name.to_owned(),
             detail,
@@ -64,10 +58,7 @@ impl OpenProtocol {
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
-            None => request,
-        }
+        http::bearer(request, self.token.as_deref())
     }
 
     /// Maps a non-2xx answer to an error, reading the protocol's error body if present.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::header::{HeaderMap, ACCEPT, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -81,21 +81,8 @@ impl GitHub {
         } else {
             config.url.trim()
         };
-        let base = url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(invalid(format!(
-                "url `{}` must start with http:// or https://",
-                config.url
-            )));
-        }
-        for key in config.options.keys() {
-            if !OPTIONS.contains(&key.as_str()) {
-                return Err(invalid(format!(
-                    "unknown option `{key}` for kind github (known: {})",
-                    OPTIONS.join(", ")
-                )));
-            }
-        }
+        let base = http::base_url(&config.name, url)?;
+        http::known_options(&config.name, KIND, &config.options, OPTIONS)?;
         let mut repos = Vec::new();
         match config.options.get("repos") {
             None => {}
@@ -149,10 +136,7 @@ impl GitHub {
             .request(method, url)
             .header(ACCEPT, "application/vnd.github+json")
             .header("X-GitHub-Api-Version", API_VERSION);
-        match &self.token {
-            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
-            None => request,
-        }
+        http::bearer(request, self.token.as_deref())
     }
 
     /// A GET through the ETag cache: a 304 answers with the body last seen.

@@ -14,7 +14,6 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::header::AUTHORIZATION;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -56,21 +55,8 @@ impl Hoop {
             name: config.name.clone(),
             detail,
         };
-        let base = config.url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(invalid(format!(
-                "url `{}` must start with http:// or https://",
-                config.url
-            )));
-        }
-        for key in config.options.keys() {
-            if !OPTIONS.contains(&key.as_str()) {
-                return Err(invalid(format!(
-                    "unknown option `{key}` for kind hoop (known: {})",
-                    OPTIONS.join(", ")
-                )));
-            }
-        }
+        let base = http::base_url(&config.name, &config.url)?;
+        http::known_options(&config.name, KIND, &config.options, OPTIONS)?;
         let string_option = |key: &str| -> Result<Option<String>, BuildError> {
             match config.options.get(key) {
                 None => Ok(None),
@@ -99,10 +85,7 @@ impl Hoop {
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(token) => request.header(AUTHORIZATION, format!("Bearer {token}")),
-            None => request,
-        }
+        http::bearer(request, self.token.as_deref())
     }
 
     fn error(&self, url: &str, answer: &Answer) -> BackendError {

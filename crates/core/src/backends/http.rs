@@ -17,6 +17,46 @@ pub(crate) struct Answer {
     pub body: Bytes,
 }
 
+/// A base URL without its trailing slash; only http(s).
+pub(crate) fn base_url(backend: &str, url: &str) -> Result<String, super::BuildError> {
+    let base = url.trim().trim_end_matches('/').to_owned();
+    if base.starts_with("http://") || base.starts_with("https://") {
+        Ok(base)
+    } else {
+        Err(super::BuildError::Invalid {
+            name: backend.to_owned(),
+            detail: format!("url `{url}` must start with http:// or https://"),
+        })
+    }
+}
+
+/// Refuses `[backend.options]` keys this kind does not read (a typo is not ignored).
+pub(crate) fn known_options(
+    backend: &str,
+    kind: &str,
+    options: &toml::Table,
+    known: &[&str],
+) -> Result<(), super::BuildError> {
+    match options.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => Err(super::BuildError::Invalid {
+            name: backend.to_owned(),
+            detail: format!(
+                "unknown option `{key}` for kind {kind} (known: {})",
+                known.join(", ")
+            ),
+        }),
+    }
+}
+
+/// Adds `Authorization: Bearer …` when there is a token.
+pub(crate) fn bearer(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+    match token {
+        Some(token) => request.header(reqwest::header::AUTHORIZATION, format!("Bearer {token}")),
+        None => request,
+    }
+}
+
 pub(crate) fn client(limits: &Limits) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .connect_timeout(limits.connect_timeout)
