@@ -7,6 +7,7 @@
 #   2. tauri-driver (cargo install) for the end-to-end window tests;
 #   3. the frontend's npm dependencies (npm ci) when ui/node_modules is absent
 #      or older than ui/package-lock.json;
+#   4. the pinned Prefect (backend tests) in the venv .venv-backends/;
 # then builds the frontend into ui/dist, which `cargo build` embeds.
 #
 # Node.js (>= 20.19) and npm are expected on the machine already; Debian 12's
@@ -107,5 +108,23 @@ fi
 # --- 5. Frontend build (ui/dist, embedded by cargo build) --------------------
 log "building the frontend into ui/dist"
 npm run --prefix ui build
+
+# --- 6. Backend servers for the integration tests (.venv-backends/) -----------
+# tests/backend_prefect.rs runs a real Prefect server and flows from this venv.
+# Skipped when the pinned version is already installed (~75 s and ~260 MB when not).
+PREFECT_VERSION="3.9.1"
+venv=".venv-backends"
+if [[ -x "$venv/bin/python" ]] &&
+  [[ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("prefect"))' 2>/dev/null)" == "$PREFECT_VERSION" ]]; then
+  log "prefect $PREFECT_VERSION: present in $venv"
+else
+  if ! command -v python3 >/dev/null 2>&1; then
+    log "error: python3 (>= 3.9) is required for the Prefect backend tests" >&2
+    exit 1
+  fi
+  log "installing prefect==$PREFECT_VERSION into $venv"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "prefect==$PREFECT_VERSION"
+fi
 
 log "done"

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod github;
 pub mod hoop;
 mod http;
+pub mod prefect;
 
 use std::time::Duration;
 
@@ -213,7 +214,9 @@ impl Default for Limits {
 
 #[derive(Debug, Error)]
 pub enum BuildError {
-    #[error("backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec, github)")]
+    #[error(
+        "backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec, github, prefect)"
+    )]
     UnknownKind { name: String, kind: String },
     #[error("backend `{name}`: {detail}")]
     Invalid { name: String, detail: String },
@@ -235,6 +238,9 @@ pub fn build(
         exec::KIND => Ok(std::sync::Arc::new(exec::Exec::new(config, token, limits)?)),
         hoop::KIND => Ok(std::sync::Arc::new(hoop::Hoop::new(config, token, limits)?)),
         github::KIND => Ok(std::sync::Arc::new(github::GitHub::new(
+            config, token, limits,
+        )?)),
+        prefect::KIND => Ok(std::sync::Arc::new(prefect::Prefect::new(
             config, token, limits,
         )?)),
         other => Err(BuildError::UnknownKind {

@@ -1,0 +1,883 @@
+//! Prefect 3 paused and suspended flow runs (kind `prefect`). A run that calls
+//! `pause_flow_run(wait_for_input=…)` / `suspend_flow_run(…)` sits in a PAUSED-type state
+//! whose `state_details.run_input_keyset` names the keys of its input form (a JSON
+//! Schema), its description and the answer. Approving or denying is one call, `POST
+//! /api/flow_runs/{id}/resume {"run_input": …}`, with the positive or negative answer;
+//! Prefect answers `ACCEPT`, `REJECT` (input failed validation) or `ABORT` (not paused)
+//! in the body, which is what counts, not the HTTP code.
+//!
+//! This first version polls (`POST /api/flow_runs/filter`); the events websocket
+//! (`/api/events/out`) comes later. Prefect has no idempotency key: `decide` re-reads the
+//! run first, and a run already resumed counts as delivered only when its stored answer
+//! (`GET /api/flow_runs/{id}/input/{response key}`) carries our proof reference.
+//!
+//! API facts checked against prefect 3.9.1 (`prefect server start`, /api/openapi.json).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::http::{self, Answer};
+use super::{
+    Backend, BackendError, BuildError, Capabilities, DecisionDelivery, DeliveryOutcome, Limits,
+    ListOutcome, SyncCursor,
+};
+use crate::config::BackendConfig;
+use crate::model::{
+    ActionKey, ActionKind, ActionSnapshot, ActionStatus, Decision, Detail, EventSource,
+    PendingAction, RemoteAction, TimelineEvent, TimelineKind, Verdict,
+};
+
+pub const KIND: &str = "prefect";
+
+/// Settings read from `[backends.options]`.
+const OPTIONS: &[&str] = &["web_url", "approve_input", "deny_input", "reason_field"];
+
+const PAUSED: &str = "PAUSED";
+
+pub struct Prefect {
+    name: String,
+    /// Server root without `/api`.
+    base: String,
+    web_base: String,
+    token: Option<String>,
+    limits: Limits,
+    client: reqwest::Client,
+    approve_input: Option<Map<String, Value>>,
+    deny_input: Option<Map<String, Value>>,
+    reason_field: Option<String>,
+}
+
+impl Prefect {
+    pub fn new(
+        config: &BackendConfig,
+        token: Option<String>,
+        limits: Limits,
+    ) -> Result<Self, BuildError> {
+        let invalid = |detail: String| BuildError::Invalid {
+            name: config.name.clone(),
+            detail,
+        };
+        let url = http::base_url(&config.name, &config.url)?;
+        // Accept both the server root and PREFECT_API_URL (`…/api`).
+        let base = url.strip_suffix("/api").unwrap_or(&url).to_owned();
+        http::known_options(&config.name, KIND, &config.options, OPTIONS)?;
+        let string_option = |key: &str| -> Result<Option<String>, BuildError> {
+            match config.options.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(invalid(format!("option `{key}` must be a string"))),
+            }
+        };
+        let table_option = |key: &str| -> Result<Option<Map<String, Value>>, BuildError> {
+            match config.options.get(key) {
+                None => Ok(None),
+                Some(toml::Value::Table(t)) => match serde_json::to_value(t) {
+                    Ok(Value::Object(map)) => Ok(Some(map)),
+                    _ => Err(invalid(format!("option `{key}` must be a table"))),
+                },
+                Some(_) => Err(invalid(format!("option `{key}` must be a table"))),
+            }
+        };
+        let web_base = string_option("web_url")?
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| base.clone());
+        Ok(Self {
+            name: config.name.clone(),
+            base,
+            web_base,
+            token,
+            client: http::client(&limits).map_err(invalid)?,
+            limits,
+            approve_input: table_option("approve_input")?,
+            deny_input: table_option("deny_input")?,
+            reason_field: string_option("reason_field")?,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api{path}", self.base)
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        http::bearer(request, self.token.as_deref())
+    }
+
+    fn error(&self, url: &str, answer: &Answer) -> BackendError {
+        if let Some(e) = http::common_error(url, answer) {
+            return e;
+        }
+        let message = prefect_message(&answer.body);
+        if answer.status == StatusCode::NOT_FOUND {
+            return BackendError::NotFound(format!("{url}: {message}"));
+        }
+        BackendError::Http {
+            url: url.to_owned(),
+            status: answer.status.as_u16(),
+            message,
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<T, BackendError> {
+        let request = match body {
+            Some(body) => self.client.post(url).json(body),
+            None => self.client.get(url),
+        };
+        let answer = http::send(url, &self.limits, self.authorized(request)).await?;
+        if !answer.status.is_success() {
+            return Err(self.error(url, &answer));
+        }
+        http::decode(url, &answer.body)
+    }
+
+    async fn run(&self, id: &str) -> Result<FlowRun, BackendError> {
+        self.call(&self.url(&format!("/flow_runs/{}", path_segment(id))), None)
+            .await
+    }
+
+    /// A stored run input (schema, description, response); `None` when absent (404).
+    async fn input(&self, id: &str, key: &str) -> Result<Option<Value>, BackendError> {
+        let url = self.url(&format!(
+            "/flow_runs/{}/input/{}",
+            path_segment(id),
+            path_segment(key)
+        ));
+        match self.call(&url, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn states(&self, id: &str) -> Result<Vec<State>, BackendError> {
+        let url = self.url(&format!(
+            "/flow_run_states/?flow_run_id={}",
+            path_segment(id)
+        ));
+        let mut states: Vec<State> = self.call(&url, None).await?;
+        states.sort_by_key(|s| s.timestamp);
+        Ok(states)
+    }
+
+    async fn name_of(&self, path: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        self.call::<Named>(&self.url(path), None)
+            .await
+            .ok()
+            .map(|n| n.name)
+    }
+
+    /// Everything a reviewer sees about one run.
+    async fn enrich(&self, run: FlowRun) -> Result<RemoteAction, BackendError> {
+        let flow = self
+            .name_of(&format!("/flows/{}", path_segment(&run.flow_id)))
+            .await
+            .unwrap_or_else(|| run.flow_id.clone());
+        let deployment = match &run.deployment_id {
+            Some(d) => Some(
+                self.name_of(&format!("/deployments/{}", path_segment(d)))
+                    .await
+                    .unwrap_or_else(|| d.clone()),
+            ),
+            None => None,
+        };
+        let (mut description, mut schema) = (None, None);
+        if let Some(keys) = run.keyset() {
+            if let Some(v) = self.input(&run.id, &keys.description).await? {
+                description = Some(match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                });
+            }
+            schema = self.input(&run.id, &keys.schema).await?;
+        }
+        let states = self.states(&run.id).await?;
+        let info = RunInfo {
+            flow,
+            deployment,
+            description,
+            schema,
+        };
+        Ok(to_remote(&self.name, &self.web_base, &run, &info, &states))
+    }
+
+    /// The answer this decision sends, from the form and the backend's options.
+    fn answer(&self, d: &Decision, schema: Option<&Value>) -> Map<String, Value> {
+        let mut input = schema.map(form_defaults).unwrap_or_default();
+        let configured = match d.verdict {
+            Verdict::Approve => self.approve_input.clone(),
+            Verdict::Deny => self.deny_input.clone(),
+        };
+        let overlay = configured.unwrap_or_else(|| {
+            let mut m = Map::new();
+            if schema.is_some_and(|s| field_type(s, "approved") == Some("boolean")) {
+                m.insert(
+                    "approved".into(),
+                    Value::Bool(d.verdict == Verdict::Approve),
+                );
+            }
+            m
+        });
+        input.extend(overlay);
+        let reason_field = self.reason_field.clone().or_else(|| {
+            schema
+                .filter(|s| field_type(s, "reason") == Some("string"))
+                .map(|_| "reason".to_owned())
+        });
+        if let Some(field) = reason_field {
+            input.insert(field, Value::String(reason_text(d)));
+        }
+        input
+    }
+}
+
+#[async_trait]
+impl Backend for Prefect {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            list: true,
+            fetch: true,
+            decide: true,
+            subscribe: false,
+        }
+    }
+
+    async fn list_pending(&self, _cursor: &SyncCursor) -> Result<ListOutcome, BackendError> {
+        // PAUSED covers suspended runs too (their state name is "Suspended").
+        let url = self.url("/flow_runs/filter");
+        let mut actions = Vec::new();
+        let mut offset = 0usize;
+        const PAGE: usize = 200;
+        loop {
+            let body = serde_json::json!({
+                "flow_runs": {"state": {"type": {"any_": [PAUSED]}}},
+                "sort": "EXPECTED_START_TIME_ASC",
+                "limit": PAGE,
+                "offset": offset,
+            });
+            let runs: Vec<FlowRun> = self.call(&url, Some(&body)).await?;
+            let n = runs.len();
+            for run in runs {
+                match self.enrich(run).await {
+                    Ok(a) => actions.push(a),
+                    // Deleted between the list and its details: gone, not an error.
+                    Err(BackendError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if n < PAGE {
+                break;
+            }
+            offset += n;
+        }
+        Ok(ListOutcome::Listed {
+            actions,
+            etag: None,
+            cursor: None,
+        })
+    }
+
+    async fn fetch(&self, external_id: &str) -> Result<RemoteAction, BackendError> {
+        let run = self.run(external_id).await?;
+        self.enrich(run).await
+    }
+
+    async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError> {
+        let d = &delivery.decision;
+        let id = &d.action.external_id;
+        // No idempotency key at Prefect: look before resuming.
+        let run = self.run(id).await?;
+        if !run.is_paused() {
+            // Our own earlier resume whose answer was lost? Its stored input says so.
+            let states = self.states(id).await?;
+            let response_key = states
+                .iter()
+                .rev()
+                .find_map(|s| s.state_details.as_ref()?.run_input_keyset.clone())
+                .map(|k| k.response);
+            if let Some(key) = response_key {
+                if let Some(stored) = self.input(id, &key).await? {
+                    if stored
+                        .to_string()
+                        .contains(&crate::backends::hoop::proof_reference(d))
+                    {
+                        let action = self.enrich(run).await.ok().map(Box::new);
+                        return Ok(DeliveryOutcome::Delivered { action });
+                    }
+                }
+            }
+            return Ok(DeliveryOutcome::NotPending {
+                status: map_status(&run).as_str().to_owned(),
+            });
+        }
+        let body = match run.keyset() {
+            Some(keys) => {
+                let schema = self.input(id, &keys.schema).await?;
+                let input = self.answer(d, schema.as_ref());
+                serde_json::json!({ "run_input": input })
+            }
+            // A plain pause has no form: resuming is the only answer it understands.
+            None if d.verdict == Verdict::Approve => serde_json::json!({}),
+            None => {
+                return Ok(DeliveryOutcome::Rejected {
+                    reason: "this run paused without an input form, so it cannot be told \
+                             \"no\"; cancel it in Prefect instead"
+                        .into(),
+                })
+            }
+        };
+        let url = self.url(&format!("/flow_runs/{}/resume", path_segment(id)));
+        let result: OrchestrationResult = self.call(&url, Some(&body)).await?;
+        let reason = || {
+            result
+                .details
+                .as_ref()
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+                .map_or_else(
+                    || result.details.clone().unwrap_or(Value::Null).to_string(),
+                    str::to_owned,
+                )
+        };
+        match result.status.as_str() {
+            "ACCEPT" => {
+                let action = match self.run(id).await {
+                    Ok(run) => self.enrich(run).await.ok().map(Box::new),
+                    Err(_) => None,
+                };
+                Ok(DeliveryOutcome::Delivered { action })
+            }
+            "REJECT" => Ok(DeliveryOutcome::Rejected {
+                reason: format!("Prefect rejected the input: {}", reason()),
+            }),
+            "ABORT" => Ok(DeliveryOutcome::NotPending {
+                status: format!("not paused ({})", reason()),
+            }),
+            other => Err(BackendError::Malformed {
+                url,
+                field: "status".into(),
+                detail: format!("unknown orchestration status `{other}` ({})", reason()),
+            }),
+        }
+    }
+}
+
+/// `schemas/core.py` `FlowRun`, the parts read here.
+#[derive(Debug, Clone, Deserialize)]
+struct FlowRun {
+    id: String,
+    #[serde(default)]
+    name: String,
+    flow_id: String,
+    #[serde(default)]
+    deployment_id: Option<String>,
+    #[serde(default)]
+    parameters: Value,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    created_by: Option<CreatedBy>,
+    #[serde(default)]
+    created: Option<DateTime<Utc>>,
+    #[serde(default)]
+    state: Option<State>,
+}
+
+impl FlowRun {
+    fn is_paused(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.kind == PAUSED)
+    }
+
+    fn keyset(&self) -> Option<&Keyset> {
+        self.state
+            .as_ref()?
+            .state_details
+            .as_ref()?
+            .run_input_keyset
+            .as_ref()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct CreatedBy {
+    #[serde(default)]
+    display_value: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct State {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    timestamp: DateTime<Utc>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    state_details: Option<StateDetails>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct StateDetails {
+    #[serde(default)]
+    pause_timeout: Option<DateTime<Utc>>,
+    #[serde(default)]
+    run_input_keyset: Option<Keyset>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Keyset {
+    description: String,
+    response: String,
+    schema: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrchestrationResult {
+    status: String,
+    #[serde(default)]
+    details: Option<Value>,
+}
+
+struct RunInfo {
+    flow: String,
+    deployment: Option<String>,
+    description: Option<String>,
+    schema: Option<Value>,
+}
+
+/// FastAPI errors are `{"detail": …}`.
+fn prefect_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => match m.get("detail") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => http::snippet(body),
+        },
+        _ => http::snippet(body),
+    }
+}
+
+fn map_status(run: &FlowRun) -> ActionStatus {
+    match run.state.as_ref().map(|s| s.kind.as_str()) {
+        Some(PAUSED) => ActionStatus::Pending,
+        Some("CANCELLED" | "CANCELLING") => ActionStatus::Cancelled,
+        Some("FAILED" | "CRASHED") => ActionStatus::Failed,
+        // Resumed: running again or done.
+        _ => ActionStatus::Executed,
+    }
+}
+
+/// The `type` of one property of a JSON Schema form.
+fn field_type<'a>(schema: &'a Value, field: &str) -> Option<&'a str> {
+    schema.get("properties")?.get(field)?.get("type")?.as_str()
+}
+
+/// The form's initial data: each property's `default`.
+fn form_defaults(schema: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(Value::Object(props)) = schema.get("properties") {
+        for (name, prop) in props {
+            if let Some(default) = prop.get("default") {
+                out.insert(name.clone(), default.clone());
+            }
+        }
+    }
+    out
+}
+
+/// `name: type = default` per property, in the form's `position` order, `*` if required.
+fn form_fields(schema: &Value) -> Vec<String> {
+    let Some(Value::Object(props)) = schema.get("properties") else {
+        return Vec::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut fields: Vec<(i64, String)> = props
+        .iter()
+        .map(|(name, prop)| {
+            let ty = match prop.get("type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(other) => other.to_string(),
+                None if prop.get("anyOf").is_some() => "any of".into(),
+                None if prop.get("$ref").is_some() || prop.get("allOf").is_some() => {
+                    "object".into()
+                }
+                None => "any".into(),
+            };
+            let ty = match prop.get("enum").and_then(Value::as_array) {
+                Some(values) => format!(
+                    "{ty} ({})",
+                    values
+                        .iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
+                None => ty,
+            };
+            let mut line = format!("{name}: {ty}");
+            if let Some(default) = prop.get("default") {
+                line.push_str(&format!(" = {default}"));
+            } else if required.contains(&name.as_str()) {
+                line.push_str(" (required)");
+            }
+            let position = prop
+                .get("position")
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MAX);
+            (position, line)
+        })
+        .collect();
+    fields.sort();
+    fields.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The free text sent with an answer: the reason, then the proof reference.
+fn reason_text(d: &Decision) -> String {
+    let proof = crate::backends::hoop::proof_reference(d);
+    let reason = d.reason.trim();
+    if reason.is_empty() {
+        proof
+    } else {
+        format!("{reason} {proof}")
+    }
+}
+
+fn requester(run: &FlowRun) -> String {
+    if let Some(by) = &run.created_by {
+        if let Some(v) = by.display_value.as_deref().filter(|v| !v.trim().is_empty()) {
+            return match by.kind.as_deref() {
+                Some(k) if !k.is_empty() => format!("{v} ({})", k.to_lowercase()),
+                _ => v.to_owned(),
+            };
+        }
+    }
+    if run.tags.is_empty() {
+        "prefect".into()
+    } else {
+        format!("prefect ({})", run.tags.join(", "))
+    }
+}
+
+fn to_remote(
+    backend: &str,
+    web_base: &str,
+    run: &FlowRun,
+    info: &RunInfo,
+    states: &[State],
+) -> RemoteAction {
+    let state = run.state.as_ref();
+    let details_of = state.and_then(|s| s.state_details.as_ref());
+    let requester = requester(run);
+    let mut details = Vec::new();
+    let mut add = |key: &str, value: String| {
+        details.push(Detail {
+            key: key.into(),
+            value,
+        })
+    };
+    add("flow", info.flow.clone());
+    if let Some(dep) = &info.deployment {
+        add("deployment", dep.clone());
+    }
+    add("flow run", format!("{} ({})", run.name, run.id));
+    if let Some(s) = state {
+        add(
+            "state",
+            s.name.clone().unwrap_or_else(|| s.kind.to_lowercase()),
+        );
+    }
+    let params = match &run.parameters {
+        Value::Null => "{}".to_owned(),
+        p => serde_json::to_string_pretty(p).unwrap_or_default(),
+    };
+    add("parameters", params);
+    if let Some(description) = &info.description {
+        add("input description", description.clone());
+    }
+    if let Some(schema) = &info.schema {
+        let fields = form_fields(schema);
+        if !fields.is_empty() {
+            add("input form", fields.join("\n"));
+        }
+    }
+    if !run.tags.is_empty() {
+        add("tags", run.tags.join(", "));
+    }
+    let requested_at = state
+        .map(|s| s.timestamp)
+        .or(run.created)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let summary = info
+        .description
+        .as_deref()
+        .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(|l| l.chars().take(160).collect())
+        .unwrap_or_default();
+    let snapshot = ActionSnapshot {
+        kind: ActionKind::FlowRun,
+        title: format!("{} / {} waits for input", info.flow, run.name),
+        summary,
+        requester: requester.clone(),
+        requested_at,
+        expires_at: details_of.and_then(|d| d.pause_timeout),
+        resource: match &info.deployment {
+            Some(dep) => format!("{}/{dep}", info.flow),
+            None => info.flow.clone(),
+        },
+        details,
+        approvals_required: 1,
+        reviews: Vec::new(),
+        status: map_status(run),
+        web_url: Some(format!(
+            "{web_base}/runs/flow-run/{}",
+            path_segment(&run.id)
+        )),
+    };
+    RemoteAction {
+        action: PendingAction::new(ActionKey::new(backend, &run.id), snapshot),
+        timeline: timeline(run, states),
+    }
+}
+
+/// The run's state history, one backend event per state.
+fn timeline(run: &FlowRun, states: &[State]) -> Vec<TimelineEvent> {
+    let mut previous_paused = false;
+    states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = s.name.clone().unwrap_or_else(|| s.kind.to_lowercase());
+            let (kind, mut text) = match s.kind.as_str() {
+                PAUSED => (TimelineKind::Requested, format!("{name}: waits for input")),
+                "RUNNING" if previous_paused => (TimelineKind::Updated, "Resumed".to_owned()),
+                "COMPLETED" => (TimelineKind::Executed, name.clone()),
+                "CANCELLED" | "CANCELLING" => (TimelineKind::Cancelled, name.clone()),
+                "FAILED" | "CRASHED" => (TimelineKind::Other, name.clone()),
+                _ => (TimelineKind::Updated, name.clone()),
+            };
+            previous_paused = s.kind == PAUSED;
+            if let Some(m) = s.message.as_deref().filter(|m| !m.trim().is_empty()) {
+                text = format!("{text} — {}", m.trim());
+            }
+            let id = s.id.clone().unwrap_or_else(|| format!("{i}:{}", s.kind));
+            TimelineEvent {
+                at: s.timestamp,
+                source: EventSource::Backend,
+                kind,
+                actor: None,
+                text,
+                external_id: Some(format!("prefect:{}:{id}", run.id)),
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes an id for use as one path segment (or query value).
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({
+            "title": "ApprovalInput", "type": "object",
+            "properties": {
+                "reason": {"title": "Reason", "type": "string", "default": "", "position": 1},
+                "approved": {"title": "Approved", "type": "boolean", "position": 0}
+            },
+            "required": ["approved"]
+        })
+    }
+
+    fn run() -> FlowRun {
+        serde_json::from_value(json!({
+            "id": "0b7e0a3c-1111-2222-3333-444455556666",
+            "name": "brave-otter",
+            "flow_id": "f1",
+            "deployment_id": null,
+            "parameters": {"target": "prod"},
+            "tags": [],
+            "created_by": null,
+            "created": "2026-11-25T02:00:00Z",
+            "state": {
+                "id": "s2", "type": "PAUSED", "name": "Paused",
+                "timestamp": "2026-11-25T02:00:05Z", "message": null,
+                "state_details": {
+                    "pause_timeout": "2026-11-25T02:10:05Z",
+                    "run_input_keyset": {"description": "paused-1-description",
+                        "response": "paused-1-response", "schema": "paused-1-schema"}
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn states() -> Vec<State> {
+        serde_json::from_value(json!([
+            {"id": "s1", "type": "RUNNING", "name": "Running", "timestamp": "2026-11-25T02:00:01Z"},
+            {"id": "s2", "type": "PAUSED", "name": "Paused", "timestamp": "2026-11-25T02:00:05Z"}
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_paused_run_maps_to_a_pending_flow_run_with_its_form() {
+        let info = RunInfo {
+            flow: "deploy".into(),
+            deployment: Some("nightly".into()),
+            description: Some("Ship **v2**?\nSecond line".into()),
+            schema: Some(schema()),
+        };
+        let r = to_remote("pf", "http://ui", &run(), &info, &states());
+        let s = &r.action.snapshot;
+        assert_eq!(s.kind, ActionKind::FlowRun);
+        assert_eq!(s.title, "deploy / brave-otter waits for input");
+        assert_eq!(s.requester, "prefect");
+        assert_eq!(s.status, ActionStatus::Pending);
+        assert_eq!(s.summary, "Ship **v2**?");
+        assert_eq!(
+            s.expires_at.unwrap().to_rfc3339(),
+            "2026-11-25T02:10:05+00:00"
+        );
+        assert_eq!(
+            s.web_url.as_deref(),
+            Some("http://ui/runs/flow-run/0b7e0a3c-1111-2222-3333-444455556666")
+        );
+        let get = |k: &str| s.details.iter().find(|d| d.key == k).unwrap().value.clone();
+        assert_eq!(
+            get("input form"),
+            "approved: boolean (required)\nreason: string = \"\""
+        );
+        assert_eq!(get("input description"), "Ship **v2**?\nSecond line");
+        assert_eq!(get("deployment"), "nightly");
+        assert!(get("parameters").contains("\"target\": \"prod\""));
+        assert_eq!(r.timeline.len(), 2);
+        assert_eq!(r.timeline[1].kind, TimelineKind::Requested);
+        assert_eq!(
+            r.timeline[1].external_id.as_deref(),
+            Some("prefect:0b7e0a3c-1111-2222-3333-444455556666:s2")
+        );
+    }
+
+    #[test]
+    fn the_requester_comes_from_created_by_or_tags() {
+        let mut r = run();
+        r.tags = vec!["ops".into()];
+        assert_eq!(requester(&r), "prefect (ops)");
+        r.created_by = Some(CreatedBy {
+            display_value: Some("nightly".into()),
+            kind: Some("DEPLOYMENT".into()),
+        });
+        assert_eq!(requester(&r), "nightly (deployment)");
+    }
+
+    fn backend(options: toml::Table) -> Prefect {
+        let config = BackendConfig {
+            name: "pf".into(),
+            kind: KIND.into(),
+            url: "http://127.0.0.1:4200/api/".into(),
+            options,
+            ..Default::default()
+        };
+        Prefect::new(&config, None, Limits::default()).unwrap()
+    }
+
+    fn decision(verdict: Verdict, reason: &str) -> Decision {
+        Decision {
+            action: ActionKey::new("pf", "x"),
+            verdict,
+            reason: reason.into(),
+            decided_at: Utc::now(),
+            approver: "ana".into(),
+            snapshot_hash: crate::snapshot::SnapshotHash("00".repeat(32)),
+            idempotency_key: "k".into(),
+            key_fingerprint: Some("SHA256:abc".into()),
+            public_key: None,
+            signature: None,
+            delivery: crate::model::DeliveryState::Queued,
+        }
+    }
+
+    #[test]
+    fn answers_merge_defaults_options_and_the_reason_with_its_proof() {
+        let b = backend(toml::Table::new());
+        assert_eq!(b.base, "http://127.0.0.1:4200");
+        let yes = b.answer(&decision(Verdict::Approve, ""), Some(&schema()));
+        assert_eq!(yes["approved"], json!(true));
+        assert!(yes["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("[countersign SHA256:abc"));
+        let no = b.answer(&decision(Verdict::Deny, "not tonight"), Some(&schema()));
+        assert_eq!(no["approved"], json!(false));
+        assert!(no["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not tonight [countersign"));
+
+        let options: toml::Table =
+            toml::from_str("deny_input = { decision = \"reject\" }\nreason_field = \"comment\"")
+                .unwrap();
+        let b = backend(options);
+        let no = b.answer(&decision(Verdict::Deny, "no"), Some(&schema()));
+        assert_eq!(no["decision"], json!("reject"));
+        assert!(no.get("approved").is_none());
+        assert!(no["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("no [countersign"));
+        assert_eq!(no["reason"], json!(""), "the form's default stays");
+    }
+
+    #[test]
+    fn unknown_options_and_wrong_types_are_refused() {
+        let config = |options: &str| BackendConfig {
+            name: "pf".into(),
+            kind: KIND.into(),
+            url: "http://x".into(),
+            options: toml::from_str(options).unwrap(),
+            ..Default::default()
+        };
+        assert!(Prefect::new(&config("approve_inputs = {}"), None, Limits::default()).is_err());
+        assert!(Prefect::new(&config("approve_input = 1"), None, Limits::default()).is_err());
+        assert!(Prefect::new(&config("web_url = \"http://ui/\""), None, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn prefect_errors_name_the_detail() {
+        assert_eq!(
+            prefect_message(br#"{"detail":"Flow run not found"}"#),
+            "Flow run not found"
+        );
+    }
+}

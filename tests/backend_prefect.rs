@@ -1,0 +1,359 @@
+//! The `prefect` backend against a real Prefect 3 server (`prefect server start`, SQLite)
+//! and real flows that wait in `pause_flow_run(wait_for_input=…)`
+//! (tests/prefect/approval_flow.py). Prefect comes from the venv `bash scripts/setup.sh`
+//! makes at `.venv-backends/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use countersign_core::api::DecisionInput;
+use countersign_core::backends::{self, DecisionDelivery, DeliveryOutcome, Limits};
+use countersign_core::config::BackendConfig;
+use countersign_core::model::{ActionKey, DeliveryState, EventSource, TimelineKind, Verdict};
+use countersign_core::signer::OsKeyring;
+use countersign_core::store::Store;
+use countersign_core::Engine;
+use serde_json::Value;
+
+const ME: &str = "ana@example.com";
+
+fn venv_bin(name: &str) -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv-backends/bin")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `bash scripts/setup.sh` to install the pinned Prefect into \
+         .venv-backends/",
+        bin.display()
+    );
+    bin
+}
+
+/// A child started in its own process group; the whole group dies with this value
+/// (also when a test panics), so `prefect server start`'s real server is not orphaned.
+struct Group {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Group {
+    fn start(name: &'static str, mut command: Command, log: PathBuf) -> Self {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(&log).expect("log file");
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, name, log }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(3000);
+        format!("--- {} log ---\n{}", self.name, &text[start..])
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn prefect_env(command: &mut Command, home: &Path) {
+    command
+        .env("PREFECT_HOME", home)
+        .env("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        .env("PREFECT_UI_ENABLED", "false")
+        .env("PREFECT_LOGGING_LEVEL", "INFO")
+        .env_remove("PREFECT_API_KEY");
+}
+
+async fn start_server(dir: &Path) -> (Group, String) {
+    let port = free_port();
+    let home = dir.join("server-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut command = Command::new(venv_bin("prefect"));
+    command.args([
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]);
+    prefect_env(&mut command, &home);
+    let group = Group::start("prefect server", command, dir.join("server.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let healthy = client
+            .get(format!("{url}/api/health"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success());
+        if healthy.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prefect server not healthy within 90 s\n{}",
+            group.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    (group, url)
+}
+
+fn start_flow(dir: &Path, url: &str, run_name: &'static str) -> (Group, PathBuf) {
+    let home = dir.join(format!("{run_name}-home"));
+    std::fs::create_dir_all(&home).unwrap();
+    let out = dir.join(format!("{run_name}.json"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prefect/approval_flow.py");
+    let mut command = Command::new(venv_bin("python"));
+    command.arg(script).arg(run_name).arg(&out);
+    prefect_env(&mut command, &home);
+    command.env("PREFECT_API_URL", format!("{url}/api"));
+    let group = Group::start(run_name, command, dir.join(format!("{run_name}.log")));
+    (group, out)
+}
+
+fn engine_for(dir: &Path, url: &str) -> Engine {
+    let store = Store::open_in_dir(dir).expect("store");
+    let config = BackendConfig {
+        name: "prefect".into(),
+        kind: "prefect".into(),
+        url: format!("{url}/api"),
+        poll_interval_secs: Some(1),
+        max_backoff_secs: Some(1),
+        timeout_secs: Some(10),
+        ..Default::default()
+    };
+    let backend = backends::build(&config, None, Limits::default()).expect("backend");
+    let mut engine = Engine::new(store, ME).with_key_store(Arc::new(OsKeyring::with_names(
+        "countersign-test",
+        "prefect-backend",
+    )));
+    engine.add_backend(config, backend).expect("register");
+    engine
+}
+
+fn input(engine: &Engine, key: &ActionKey, verdict: Verdict, reason: &str) -> DecisionInput {
+    DecisionInput {
+        action: key.clone(),
+        verdict,
+        reason: reason.into(),
+        seen_snapshot_hash: engine.detail(key).unwrap().action.snapshot_hash,
+    }
+}
+
+async fn wait_for_file(path: &Path, flow: &Group) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flow wrote no answer within 30 s\n{}",
+            flow.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn run_state(url: &str, id: &str) -> String {
+    let run: Value = reqwest::get(format!("{url}/api/flow_runs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    run["state_type"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_flow_runs_are_listed_approved_and_denied_through_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = start_server(dir.path()).await;
+    let (yes_flow, yes_out) = start_flow(dir.path(), &url, "gate-yes");
+    let (no_flow, no_out) = start_flow(dir.path(), &url, "gate-no");
+    let engine = engine_for(&dir.path().join("client"), &url);
+
+    // Sync until both runs wait for input.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let pending = loop {
+        let report = engine.sync_once(Utc::now()).await;
+        assert!(report[0].error.is_none(), "{:?}", report[0].error);
+        let pending = engine.pending(Some("prefect")).unwrap();
+        if pending.len() == 2 {
+            break pending;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "2 paused runs expected, saw {}\n{}\n{}\n{}",
+            pending.len(),
+            server.log_tail(),
+            yes_flow.log_tail(),
+            no_flow.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let key_of = |run: &str| {
+        pending
+            .iter()
+            .find(|a| a.snapshot.title == format!("release-gate / {run} waits for input"))
+            .unwrap_or_else(|| panic!("no action for {run}: {pending:?}"))
+            .key
+            .clone()
+    };
+    let (yes, no) = (key_of("gate-yes"), key_of("gate-no"));
+
+    let detail = engine.detail(&yes).unwrap();
+    let s = &detail.action.snapshot;
+    assert_eq!(s.kind.as_str(), "flow_run");
+    assert_eq!(s.requester, "prefect");
+    assert!(s.expires_at.is_some(), "pause_timeout becomes expires_at");
+    assert_eq!(
+        s.web_url.as_deref(),
+        Some(&*format!("{url}/runs/flow-run/{}", yes.external_id))
+    );
+    let get = |k: &str| {
+        s.details
+            .iter()
+            .find(|d| d.key == k)
+            .unwrap_or_else(|| panic!("no detail {k}: {:?}", s.details))
+            .value
+            .clone()
+    };
+    assert_eq!(
+        get("input form"),
+        "approved: boolean (required)\nreason: string = \"\""
+    );
+    assert_eq!(
+        get("input description"),
+        "Ship **gate-yes**?\nAnswer with approved and a reason."
+    );
+    assert_eq!(get("flow"), "release-gate");
+    assert!(get("parameters").contains("\"target\": \"gate-yes\""));
+    let backend_kinds: Vec<TimelineKind> = detail
+        .timeline
+        .iter()
+        .filter(|e| e.source == EventSource::Backend)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(backend_kinds.last(), Some(&TimelineKind::Requested));
+    assert!(backend_kinds.len() >= 3, "{backend_kinds:?}");
+
+    let approved = engine
+        .decide(input(&engine, &yes, Verdict::Approve, ""), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        approved.decision.delivery,
+        DeliveryState::Delivered,
+        "{:?}",
+        approved.queued_because
+    );
+    let denied = engine
+        .decide(
+            input(&engine, &no, Verdict::Deny, "not during the freeze"),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.decision.delivery,
+        DeliveryState::Delivered,
+        "{:?}",
+        denied.queued_because
+    );
+
+    let got_yes = wait_for_file(&yes_out, &yes_flow).await;
+    assert_eq!(got_yes["approved"], Value::Bool(true));
+    assert!(
+        got_yes["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("[countersign "),
+        "{got_yes}"
+    );
+    let got_no = wait_for_file(&no_out, &no_flow).await;
+    assert_eq!(got_no["approved"], Value::Bool(false));
+    let reason = got_no["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("not during the freeze [countersign ")
+            && reason.contains("payload-sha256:"),
+        "{got_no}"
+    );
+
+    // Both flows ran on to the end.
+    for key in [&yes, &no] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = run_state(&url, &key.external_id).await;
+            if state == "COMPLETED" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {key} is {state}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    // A retried delivery (its first answer lost) finds its own answer stored: delivered,
+    // not resumed twice; someone else's decision on a resumed run is not pending.
+    let backend = backends::build(
+        &BackendConfig {
+            name: "prefect".into(),
+            kind: "prefect".into(),
+            url: url.clone(),
+            ..Default::default()
+        },
+        None,
+        Limits::default(),
+    )
+    .unwrap();
+    let retry = DecisionDelivery {
+        decision: denied.decision.clone(),
+    };
+    assert!(matches!(
+        backend.decide(&retry).await.unwrap(),
+        DeliveryOutcome::Delivered { .. }
+    ));
+    let mut other = denied.decision.clone();
+    other.reason = "someone else".into();
+    assert!(matches!(
+        backend
+            .decide(&DecisionDelivery { decision: other })
+            .await
+            .unwrap(),
+        DeliveryOutcome::NotPending { .. }
+    ));
+
+    // Resumed runs leave the inbox on the next poll.
+    engine.sync_once(Utc::now()).await;
+    assert!(engine.pending(Some("prefect")).unwrap().is_empty());
+}
