@@ -151,6 +151,9 @@ async fn run(cli: Cli, token: String) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // Handlers go in before the address is announced: a supervisor (or a test) may send
+    // SIGTERM the moment it reads the line, and that must be a graceful stop.
+    let signals = shutdown_signals();
     {
         let mut out = std::io::stdout().lock();
         // A closed stdout (nobody reading) is no reason to stop serving.
@@ -158,7 +161,7 @@ async fn run(cli: Cli, token: String) -> ExitCode {
     }
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("shutting down");
         handle.shutdown();
     });
@@ -168,25 +171,32 @@ async fn run(cli: Cli, token: String) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT and SIGTERM now; the returned future resolves on either.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
