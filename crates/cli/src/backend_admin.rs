@@ -127,13 +127,6 @@ fn configured(path: &Path, name: &str) -> Result<BackendConfig, CliError> {
         })
 }
 
-/// Names of the backends in the config file; `None` without one (the embedded default).
-pub fn configured_names(g: &Global) -> Option<Vec<String>> {
-    let path = config_path(g).ok()?;
-    let config = Config::load(&path).ok()??;
-    Some(config.backends.into_iter().map(|b| b.name).collect())
-}
-
 pub async fn run(g: &Global, command: BackendCommand) -> Result<ExitCode, CliError> {
     match command {
         BackendCommand::Add(args) => add(g, args),

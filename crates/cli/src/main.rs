@@ -199,11 +199,7 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
     match cli.command {
         Command::List { backend, json } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let mut actions = console.engine.pending(backend.as_deref())?;
-            // A removed backend's actions stay in `history`, not in the inbox.
-            if let Some(names) = backend_admin::configured_names(g) {
-                actions.retain(|a| names.contains(&a.key.backend));
-            }
+            let actions = console.engine.pending(backend.as_deref())?;
             if json {
                 render::json(&actions)?;
             } else {
@@ -252,11 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
         }
         Command::Backends { json } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let mut statuses = console.engine.backends()?;
-            // Backends removed from the config keep their history, not a status row.
-            if let Some(names) = backend_admin::configured_names(g) {
-                statuses.retain(|s| names.contains(&s.name));
-            }
+            let statuses = console.engine.backends()?;
             if json {
                 render::json(&statuses)?;
             } else {

@@ -159,6 +159,9 @@ pub struct Engine {
     /// Configured backends that could not be built (missing token, bad URL), with why.
     /// They show as degraded; the others run regardless.
     unavailable: BTreeMap<String, String>,
+    /// With a config file: the backends it names. A backend removed from the config
+    /// keeps its actions in history but leaves the inbox and the status list.
+    configured: Option<std::collections::BTreeSet<String>>,
     changes: broadcast::Sender<Change>,
     approver: String,
     key_store: Arc<dyn KeyStore>,
@@ -190,6 +193,7 @@ impl Engine {
             store: Arc::new(store),
             backends: BTreeMap::new(),
             unavailable: BTreeMap::new(),
+            configured: None,
             changes,
             approver: approver.into(),
             key_store: Arc::new(OsKeyring::new()),
@@ -301,6 +305,7 @@ impl Engine {
             .clone()
             .unwrap_or_else(crate::config::default_approver);
         let mut engine = Self::new(store, approver);
+        engine.configured = Some(config.backends.iter().map(|b| b.name.clone()).collect());
         for b in &config.backends {
             let mut limits = Limits::default();
             if let Some(secs) = b.timeout_secs {
@@ -410,12 +415,21 @@ impl Engine {
         reports
     }
 
+    fn is_configured(&self, backend: &str) -> bool {
+        self.configured
+            .as_ref()
+            .is_none_or(|names| names.contains(backend))
+    }
+
+    /// Pending actions of the configured backends, soonest expiry first.
     pub fn pending(&self, backend: Option<&str>) -> Result<Vec<PendingAction>, EngineError> {
-        Ok(self.store.actions(&ActionQuery {
+        let mut actions = self.store.actions(&ActionQuery {
             backend: backend.map(str::to_owned),
             status: Some(ActionStatus::Pending),
             limit: None,
-        })?)
+        })?;
+        actions.retain(|a| self.is_configured(&a.key.backend));
+        Ok(actions)
     }
 
     pub fn inbox(&self, now: DateTime<Utc>) -> Result<InboxView, EngineError> {
@@ -430,8 +444,11 @@ impl Engine {
         Ok(self.store.history(limit)?)
     }
 
+    /// Health of the configured backends (a removed one keeps only its history).
     pub fn backends(&self) -> Result<Vec<BackendStatus>, EngineError> {
-        Ok(self.store.backend_statuses()?)
+        let mut statuses = self.store.backend_statuses()?;
+        statuses.retain(|s| self.is_configured(&s.name));
+        Ok(statuses)
     }
 
     /// Resolves what a person typed: `backend/id`, or a bare id unique across backends.
