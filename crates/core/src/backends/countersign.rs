@@ -69,14 +69,7 @@ impl OpenProtocol {
         let message = serde_json::from_slice::<ErrorBody>(&answer.body)
             .map(|b| b.error.message)
             .unwrap_or_else(|_| http::snippet(&answer.body));
-        if answer.status == StatusCode::NOT_FOUND {
-            return BackendError::NotFound(format!("{url}: {message}"));
-        }
-        BackendError::Http {
-            url: url.to_owned(),
-            status: answer.status.as_u16(),
-            message,
-        }
+        http::status_error(url, answer, message)
     }
 }
 
@@ -158,7 +151,7 @@ impl Backend for OpenProtocol {
     }
 
     async fn fetch(&self, external_id: &str) -> Result<RemoteAction, BackendError> {
-        let url = self.url(&format!("/actions/{}", path_segment(external_id)));
+        let url = self.url(&format!("/actions/{}", http::path_segment(external_id)));
         let answer = http::send(&url, &self.limits, self.authorized(self.client.get(&url))).await?;
         if !answer.status.is_success() {
             return Err(self.error(&url, &answer));
@@ -171,7 +164,7 @@ impl Backend for OpenProtocol {
         let d = &delivery.decision;
         let url = self.url(&format!(
             "/actions/{}/decision",
-            path_segment(&d.action.external_id)
+            http::path_segment(&d.action.external_id)
         ));
         let body = DecisionBody {
             verdict: d.verdict,
@@ -368,28 +361,4 @@ fn decode_action(
             detail,
         }
     })
-}
-
-/// Percent-encodes an id for use as one path segment.
-fn path_segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_encoded_as_one_path_segment() {
-        assert_eq!(path_segment("a/b c?d"), "a%2Fb%20c%3Fd");
-        assert_eq!(path_segment("act_01-x.y~z"), "act_01-x.y~z");
-    }
 }

@@ -436,14 +436,7 @@ fn gh_error(url: &str, answer: &Answer, now: DateTime<Utc>) -> BackendError {
             };
         }
     }
-    if status == StatusCode::NOT_FOUND {
-        return BackendError::NotFound(format!("{url}: {}", gh_message(&answer.body)));
-    }
-    BackendError::Http {
-        url: url.to_owned(),
-        status: status.as_u16(),
-        message: gh_message(&answer.body),
-    }
+    http::status_error(url, answer, gh_message(&answer.body))
 }
 
 /// `retry-after` first; else, when `x-ratelimit-remaining` is 0, until `x-ratelimit-reset`.
@@ -464,13 +457,7 @@ fn rate_limit_wait(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
 
 /// GitHub's error body is `{"message": "…", "documentation_url": "…"}` (`basic-error`).
 fn gh_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Message {
-        message: String,
-    }
-    serde_json::from_slice::<Message>(body)
-        .map(|m| m.message)
-        .unwrap_or_else(|_| http::snippet(body))
+    http::message_field(body, "message")
 }
 
 fn valid_name(s: &str) -> bool {

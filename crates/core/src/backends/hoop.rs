@@ -92,15 +92,7 @@ impl Hoop {
         if let Some(e) = http::common_error(url, answer) {
             return e;
         }
-        let message = hoop_message(&answer.body);
-        if answer.status == StatusCode::NOT_FOUND {
-            return BackendError::NotFound(format!("{url}: {message}"));
-        }
-        BackendError::Http {
-            url: url.to_owned(),
-            status: answer.status.as_u16(),
-            message,
-        }
+        http::status_error(url, answer, hoop_message(&answer.body))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, BackendError> {
@@ -112,12 +104,12 @@ impl Hoop {
     }
 
     async fn review(&self, id: &str) -> Result<HoopReview, BackendError> {
-        self.get_json(&self.url(&format!("/reviews/{}", path_segment(id))))
+        self.get_json(&self.url(&format!("/reviews/{}", http::path_segment(id))))
             .await
     }
 
     async fn session(&self, id: &str) -> Result<HoopSession, BackendError> {
-        self.get_json(&self.url(&format!("/sessions/{}", path_segment(id))))
+        self.get_json(&self.url(&format!("/sessions/{}", http::path_segment(id))))
             .await
     }
 
@@ -197,7 +189,7 @@ impl Backend for Hoop {
                 status: map_status(&current.status).as_str().to_owned(),
             });
         }
-        let url = self.url(&format!("/reviews/{}", path_segment(id)));
+        let url = self.url(&format!("/reviews/{}", http::path_segment(id)));
         let body = match d.verdict {
             Verdict::Approve => serde_json::json!({ "status": target }),
             Verdict::Deny => serde_json::json!({
@@ -327,13 +319,7 @@ struct UserInfo {
 
 /// hoop's error body is `{"message": "…"}` (gin.H in review.go).
 fn hoop_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Message {
-        message: String,
-    }
-    serde_json::from_slice::<Message>(body)
-        .map(|m| m.message)
-        .unwrap_or_else(|_| http::snippet(body))
+    http::message_field(body, "message")
 }
 
 /// Names hoop's 400 answers (review.go `ErrSelfApproval`, `ErrNotEligible`,
@@ -593,7 +579,10 @@ fn to_remote(
         approvals_required: approvals_required(review),
         reviews,
         status: map_status(&review.status),
-        web_url: Some(format!("{web_base}/reviews/{}", path_segment(&review.id))),
+        web_url: Some(format!(
+            "{web_base}/reviews/{}",
+            http::path_segment(&review.id)
+        )),
     };
     let action = PendingAction::new(ActionKey::new(backend, &review.id), snapshot);
     RemoteAction {
@@ -672,19 +661,6 @@ fn timeline(review: &HoopReview, requester: &str, connection: &str) -> Vec<Timel
         text,
         format!("status:{}", review.status),
     ));
-    out
-}
-
-/// Percent-encodes an id for use as one path segment.
-fn path_segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
     out
 }
 

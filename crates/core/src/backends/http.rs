@@ -187,8 +187,71 @@ pub(crate) fn common_error(url: &str, answer: &Answer) -> Option<BackendError> {
     None
 }
 
+/// A non-2xx answer that [`common_error`] leaves to the backend: 404 → `NotFound`,
+/// anything else → `Http`, with `message` read from the body as that backend words it.
+pub(crate) fn status_error(url: &str, answer: &Answer, message: String) -> BackendError {
+    if answer.status == StatusCode::NOT_FOUND {
+        return BackendError::NotFound(format!("{url}: {message}"));
+    }
+    BackendError::Http {
+        url: url.to_owned(),
+        status: answer.status.as_u16(),
+        message,
+    }
+}
+
+/// The top-level `field` of a JSON error body (`{"message": …}`, `{"detail": …}`), or
+/// the start of the body when it has none.
+pub(crate) fn message_field(body: &[u8], field: &str) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(m)) => match m.get(field) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => snippet(body),
+        },
+        _ => snippet(body),
+    }
+}
+
+/// Percent-encodes an id for use as one path segment.
+pub(crate) fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The start of a body, as text, for error messages.
 pub(crate) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     text.chars().filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_encoded_as_one_path_segment() {
+        assert_eq!(path_segment("a/b c?d"), "a%2Fb%20c%3Fd");
+        assert_eq!(path_segment("act_01-x.y~z"), "act_01-x.y~z");
+    }
+
+    #[test]
+    fn error_bodies_give_their_message_or_their_start() {
+        assert_eq!(
+            message_field(br#"{"message":"access denied"}"#, "message"),
+            "access denied"
+        );
+        assert_eq!(message_field(br#"{"detail":[1]}"#, "detail"), "[1]");
+        assert_eq!(
+            message_field(b"<html>oops</html>", "message"),
+            "<html>oops</html>"
+        );
+    }
 }

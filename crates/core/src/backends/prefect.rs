@@ -15,7 +15,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -109,15 +108,7 @@ impl Prefect {
         if let Some(e) = http::common_error(url, answer) {
             return e;
         }
-        let message = prefect_message(&answer.body);
-        if answer.status == StatusCode::NOT_FOUND {
-            return BackendError::NotFound(format!("{url}: {message}"));
-        }
-        BackendError::Http {
-            url: url.to_owned(),
-            status: answer.status.as_u16(),
-            message,
-        }
+        http::status_error(url, answer, prefect_message(&answer.body))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
@@ -137,16 +128,19 @@ impl Prefect {
     }
 
     async fn run(&self, id: &str) -> Result<FlowRun, BackendError> {
-        self.call(&self.url(&format!("/flow_runs/{}", path_segment(id))), None)
-            .await
+        self.call(
+            &self.url(&format!("/flow_runs/{}", http::path_segment(id))),
+            None,
+        )
+        .await
     }
 
     /// A stored run input (schema, description, response); `None` when absent (404).
     async fn input(&self, id: &str, key: &str) -> Result<Option<Value>, BackendError> {
         let url = self.url(&format!(
             "/flow_runs/{}/input/{}",
-            path_segment(id),
-            path_segment(key)
+            http::path_segment(id),
+            http::path_segment(key)
         ));
         match self.call(&url, None).await {
             Ok(v) => Ok(Some(v)),
@@ -158,7 +152,7 @@ impl Prefect {
     async fn states(&self, id: &str) -> Result<Vec<State>, BackendError> {
         let url = self.url(&format!(
             "/flow_run_states/?flow_run_id={}",
-            path_segment(id)
+            http::path_segment(id)
         ));
         let mut states: Vec<State> = self.call(&url, None).await?;
         states.sort_by_key(|s| s.timestamp);
@@ -179,12 +173,12 @@ impl Prefect {
     /// Everything a reviewer sees about one run.
     async fn enrich(&self, run: FlowRun) -> Result<RemoteAction, BackendError> {
         let flow = self
-            .name_of(&format!("/flows/{}", path_segment(&run.flow_id)))
+            .name_of(&format!("/flows/{}", http::path_segment(&run.flow_id)))
             .await
             .unwrap_or_else(|| run.flow_id.clone());
         let deployment = match &run.deployment_id {
             Some(d) => Some(
-                self.name_of(&format!("/deployments/{}", path_segment(d)))
+                self.name_of(&format!("/deployments/{}", http::path_segment(d)))
                     .await
                     .unwrap_or_else(|| d.clone()),
             ),
@@ -335,7 +329,7 @@ impl Backend for Prefect {
                 })
             }
         };
-        let url = self.url(&format!("/flow_runs/{}/resume", path_segment(id)));
+        let url = self.url(&format!("/flow_runs/{}/resume", http::path_segment(id)));
         let result: OrchestrationResult = self.call(&url, Some(&body)).await?;
         let reason = || {
             result
@@ -461,14 +455,7 @@ struct RunInfo {
 
 /// FastAPI errors are `{"detail": …}`.
 fn prefect_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => match m.get("detail") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => http::snippet(body),
-        },
-        _ => http::snippet(body),
-    }
+    http::message_field(body, "detail")
 }
 
 fn map_status(run: &FlowRun) -> ActionStatus {
@@ -648,7 +635,7 @@ fn to_remote(
         status: map_status(run),
         web_url: Some(format!(
             "{web_base}/runs/flow-run/{}",
-            path_segment(&run.id)
+            http::path_segment(&run.id)
         )),
     };
     RemoteAction {
@@ -688,19 +675,6 @@ fn timeline(run: &FlowRun, states: &[State]) -> Vec<TimelineEvent> {
             }
         })
         .collect()
-}
-
-/// Percent-encodes an id for use as one path segment (or query value).
-fn path_segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
