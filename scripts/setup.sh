@@ -8,6 +8,7 @@
 #   3. the frontend's npm dependencies (npm ci) when ui/node_modules is absent
 #      or older than ui/package-lock.json;
 #   4. the pinned Prefect (backend tests) in the venv .venv-backends/;
+#   5. the pinned Airflow (backend tests) in the venv .venv-airflow/;
 # then builds the frontend into ui/dist, which `cargo build` embeds.
 #
 # Node.js (>= 20.19) and npm are expected on the machine already; Debian 12's
@@ -125,6 +126,34 @@ else
   log "installing prefect==$PREFECT_VERSION into $venv"
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "prefect==$PREFECT_VERSION"
+fi
+
+# --- 7. Airflow for its backend test (.venv-airflow/) ---------------------------
+# tests/backend_airflow.rs runs a real `airflow standalone` and HITL DAGs from this venv.
+# Its own venv: Airflow pins many libraries that would clash with Prefect's. The official
+# constraints file is not reachable from here (only package registries are), so the two
+# packages are pinned: providers-standard 1.12.0 is the release current with Airflow 3.1.8.
+# Skipped when both pinned versions are installed (~3 min and ~280 MB when not).
+AIRFLOW_VERSION="3.1.8"
+AIRFLOW_STANDARD_VERSION="1.12.0"
+venv=".venv-airflow"
+airflow_versions() {
+  "$venv/bin/python" -c 'import importlib.metadata as m
+print(m.version("apache-airflow"), m.version("apache-airflow-providers-standard"))' 2>/dev/null
+}
+if [[ -x "$venv/bin/python" ]] &&
+  [[ "$(airflow_versions)" == "$AIRFLOW_VERSION $AIRFLOW_STANDARD_VERSION" ]]; then
+  log "airflow $AIRFLOW_VERSION + providers-standard $AIRFLOW_STANDARD_VERSION: present in $venv"
+else
+  if ! command -v python3 >/dev/null 2>&1; then
+    log "error: python3 (>= 3.10) is required for the Airflow backend tests" >&2
+    exit 1
+  fi
+  log "installing apache-airflow==$AIRFLOW_VERSION into $venv"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "apache-airflow==$AIRFLOW_VERSION" \
+    "apache-airflow-providers-standard==$AIRFLOW_STANDARD_VERSION"
 fi
 
 log "done"

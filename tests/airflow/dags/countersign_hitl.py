@@ -1,0 +1,58 @@
+"""Human-in-the-loop DAG for tests/backend_airflow.rs.
+
+One run asks two people-questions at once, so a single run yields two HITL steps:
+- `approve_release` (ApprovalOperator): "Approve" lets `release` run, "Reject" skips it;
+- `choose_region` (HITLBranchOperator): pick one or more of "Deploy EU", "Deploy US",
+  "Skip", with typed params `replicas` (integer) and `note` (string); the branch task of
+  each chosen option runs and the others are skipped. `record_answer` reads the answer
+  Airflow handed downstream (XCom), so the test can see what the DAG itself received.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
+from airflow.sdk import DAG, Param, task
+
+with DAG(
+    dag_id="countersign_hitl",
+    schedule=None,
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    default_args={"owner": "release-team"},
+    tags=["countersign-test"],
+) as dag:
+    approve = ApprovalOperator(
+        task_id="approve_release",
+        subject="Release {{ dag_run.run_id }} to production?",
+        body="Ships **v2.4.0** to `prod`.\n\n- migrations: 2\n- [changelog](https://example.invalid/changelog)",
+        execution_timeout=datetime.timedelta(hours=2),
+    )
+    release = EmptyOperator(task_id="release")
+    approve >> release
+
+    choose = HITLBranchOperator(
+        task_id="choose_region",
+        subject="Where should v2.4.0 go?",
+        body="Pick the regions to deploy to.",
+        options=["Deploy EU", "Deploy US", "Skip"],
+        options_mapping={"Deploy EU": "deploy_eu", "Deploy US": "deploy_us", "Skip": "skip_deploy"},
+        defaults=["Skip"],
+        multiple=True,
+        params={
+            "replicas": Param(2, type="integer", minimum=1, maximum=20, title="Replicas",
+                              description="Pods per region"),
+            "note": Param("", type="string", title="Note", description="Shown in the deploy log"),
+        },
+    )
+
+    @task(task_id="record_answer", trigger_rule="none_failed_min_one_success")
+    def record_answer(answer=None):
+        print(f"answer seen downstream: {answer}")
+        return answer
+
+    for branch in ("deploy_eu", "deploy_us", "skip_deploy"):
+        choose >> EmptyOperator(task_id=branch)
+    choose >> record_answer(choose.output)
