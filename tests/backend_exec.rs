@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::until;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -477,5 +479,306 @@ async fn plugins_that_hang_crash_or_print_garbage_degrade_only_themselves() {
             "the hanging plugin's child {child} survived its group's kill"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- watch: the optional event stream ----
+
+/// A backend running tests/plugins/watch.py on `dir`, with `watch = true` and a poll
+/// interval of an hour: once the first list is done, only the watch brings changes.
+fn add_watching(engine: &mut Engine, name: &str, dir: &Path) {
+    std::fs::create_dir_all(dir.join("emit")).unwrap();
+    let text = format!(
+        "[[backend]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"python3\", {:?}, {:?}]\n\
+         poll_interval_secs = 3600\nmax_backoff_secs = 1\n\
+         [backend.options]\ntimeout_secs = 10\nwatch = true\n",
+        plugin("watch.py"),
+        dir.display().to_string()
+    );
+    let config = Config::parse(Path::new("config.toml"), &text)
+        .expect("config")
+        .backends
+        .remove(0);
+    let backend = backends::build(&config, None, Limits::default()).expect("backend");
+    assert!(backend.capabilities().subscribe);
+    engine.add_backend(config, backend).expect("register");
+}
+
+/// Makes the watch plugin print `line`: written under a dot name, then renamed, so the
+/// plugin never reads half a file.
+fn emit(dir: &Path, name: &str, line: &str) {
+    let hidden = dir.join("emit").join(format!(".{name}"));
+    std::fs::write(&hidden, line).unwrap();
+    std::fs::rename(&hidden, dir.join("emit").join(name)).unwrap();
+}
+
+fn watch_starts(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("watch-starts"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn status_of(store: &Store, name: &str) -> countersign_core::store::BackendStatus {
+    store
+        .backend_statuses()
+        .unwrap()
+        .into_iter()
+        .find(|b| b.name == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watching_plugin_pushes_changes_into_the_inbox_without_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let plug = dir.path().join("plug");
+    std::fs::create_dir_all(&plug).unwrap();
+    std::fs::write(
+        plug.join("actions.json"),
+        json!([action("a1", "Listed at start")]).to_string(),
+    )
+    .unwrap();
+    let mut engine = engine(dir.path(), "exec-watch");
+    add_watching(&mut engine, "w", &plug);
+    let store = engine.store().clone();
+    let mut changes = engine.changes();
+    let (trigger, listener) = countersign_core::shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
+
+    let s = store.clone();
+    let p = plug.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "list, then watch",
+        move || s.actions(&Default::default()).unwrap().len() == 1 && watch_starts(&p).len() == 1,
+    )
+    .await;
+
+    // Only in the watch's output, never in `list`: nothing but the watch can explain it.
+    emit(
+        &plug,
+        "01-upsert",
+        &json!({"type": "upsert", "action": action("w2", "Pushed by the watch")}).to_string(),
+    );
+    emit(&plug, "02-heartbeat", r#"{"type":"heartbeat"}"#);
+    emit(
+        &plug,
+        "03-timeline",
+        &json!({"type": "timeline", "action_id": "a1", "event": {
+            "id": "t2", "at": "2026-11-25T01:03:00Z", "kind": "reviewed",
+            "actor": "sam@example.com", "text": "sam looked at it"}})
+        .to_string(),
+    );
+    let s = store.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "the pushed action",
+        move || {
+            s.actions(&Default::default())
+                .unwrap()
+                .iter()
+                .any(|a| a.key.external_id == "w2")
+        },
+    )
+    .await;
+    let pushed = engine.detail(&ActionKey::new("w", "w2")).unwrap();
+    assert_eq!(pushed.action.snapshot.title, "Pushed by the watch");
+    assert_eq!(pushed.action.snapshot.status, ActionStatus::Pending);
+    assert_eq!(pushed.action.snapshot_hash, pushed.action.snapshot.hash());
+    let key = ActionKey::new("w", "a1");
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "the pushed timeline event",
+        || {
+            engine
+                .detail(&key)
+                .unwrap()
+                .timeline
+                .iter()
+                .any(|e| e.kind == TimelineKind::Reviewed && e.text == "sam looked at it")
+        },
+    )
+    .await;
+    assert_eq!(
+        watch_starts(&plug).len(),
+        1,
+        "one watch all along, so no reconnect (and no list) happened"
+    );
+    let status = status_of(&store, "w");
+    assert_eq!(status.status, "ok");
+    assert_eq!(status.last_error, None);
+
+    // Shutting down drops the stream, which kills the watch process.
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let pid = watch_starts(&plug).remove(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_gone(&pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the watch {pid} outlived its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_watch_degrades_its_backend_and_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plug = dir.path().join("plug");
+    std::fs::create_dir_all(&plug).unwrap();
+    std::fs::write(plug.join("actions.json"), "[]").unwrap();
+    let mut engine = engine(dir.path(), "exec-watch-crash");
+    add_watching(&mut engine, "w", &plug);
+    let store = engine.store().clone();
+    let mut changes = engine.changes();
+    let (trigger, listener) = countersign_core::shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
+    let p = plug.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "a watch",
+        move || watch_starts(&p).len() == 1,
+    )
+    .await;
+
+    emit(&plug, "crash", "");
+    let s = store.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "degraded by the crash",
+        move || {
+            let b = status_of(&s, "w");
+            b.status == "degraded"
+                && b.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("exited with status 3"))
+        },
+    )
+    .await;
+    let error = status_of(&store, "w").last_error.unwrap();
+    assert_eq!(
+        status_of(&store, "w").last_error_code.as_deref(),
+        Some("unreachable")
+    );
+    assert!(
+        error.contains("exec plugin `w`")
+            && error.contains("watch ended")
+            && error.contains("fatal: lost the upstream event feed"),
+        "the error names the plugin and quotes its stderr: {error}"
+    );
+
+    // After its backoff the engine lists again and starts a new watch, which works.
+    let s = store.clone();
+    let p = plug.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "a restarted watch",
+        move || watch_starts(&p).len() == 2 && status_of(&s, "w").status == "ok",
+    )
+    .await;
+    emit(
+        &plug,
+        "01-upsert",
+        &json!({"type": "upsert", "action": action("w3", "After the restart")}).to_string(),
+    );
+    let s = store.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "an action from the new watch",
+        move || {
+            s.actions(&Default::default())
+                .unwrap()
+                .iter()
+                .any(|a| a.key.external_id == "w3")
+        },
+    )
+    .await;
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_printing_garbage_degrades_only_its_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, noisy) = (dir.path().join("good"), dir.path().join("noisy"));
+    for d in [&good, &noisy] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("actions.json"), "[]").unwrap();
+    }
+    let mut engine = engine(dir.path(), "exec-watch-garbage");
+    add_watching(&mut engine, "good", &good);
+    add_watching(&mut engine, "noisy", &noisy);
+    let store = engine.store().clone();
+    let mut changes = engine.changes();
+    let (trigger, listener) = countersign_core::shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
+    let (g, n) = (good.clone(), noisy.clone());
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "both watches",
+        move || watch_starts(&g).len() == 1 && watch_starts(&n).len() == 1,
+    )
+    .await;
+
+    emit(&noisy, "01-garbage", "Traceback (most recent call last): {");
+    let s = store.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "noisy degraded",
+        move || {
+            let b = status_of(&s, "noisy");
+            b.status == "degraded" && b.last_error_code.as_deref() == Some("malformed")
+        },
+    )
+    .await;
+    let error = status_of(&store, "noisy").last_error.unwrap();
+    assert!(
+        error.contains("exec plugin `noisy`")
+            && error.contains("`(watch)`")
+            && error.contains("not JSON")
+            && error.contains("Traceback"),
+        "a clear error that quotes the line: {error}"
+    );
+
+    // The other watch keeps delivering and never saw an error.
+    emit(
+        &good,
+        "01-upsert",
+        &json!({"type": "upsert", "action": action("g1", "Still flowing")}).to_string(),
+    );
+    let s = store.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(20),
+        "the good watch's action",
+        move || {
+            s.actions(&Default::default())
+                .unwrap()
+                .iter()
+                .any(|a| a.key == ActionKey::new("good", "g1"))
+        },
+    )
+    .await;
+    let b = status_of(&store, "good");
+    assert_eq!((b.status.as_str(), b.last_error), ("ok", None));
+    assert_eq!(watch_starts(&good).len(), 1);
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap();
     }
 }

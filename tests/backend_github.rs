@@ -21,7 +21,9 @@ use common::Proxy;
 use countersign_core::api::DecisionInput;
 use countersign_core::backends::{self, Limits};
 use countersign_core::config::BackendConfig;
-use countersign_core::model::{ActionKey, DeliveryState, EventSource, TimelineKind, Verdict};
+use countersign_core::model::{
+    ActionKey, DeliveryState, EventSource, ReviewVerdict, TimelineKind, Verdict,
+};
 use countersign_core::signer::OsKeyring;
 use countersign_core::store::Store;
 use countersign_core::Engine;
@@ -226,6 +228,20 @@ const RUN_B: u64 = 30433700; // octo/api: production
 const ENV_PROD: u64 = 161088068;
 const ENV_STAGING: u64 = 161088069;
 const ENV_API: u64 = 161088070;
+const ENV_QA: u64 = 161088071; // octo/app's run: approved before the run reached production
+
+/// One entry of a run's approvals log (`environment-approvals`).
+fn approval(env_id: u64, env: &str, state: &str, login: &str, id: u64, comment: &str) -> Value {
+    json!({
+        "environments": [{
+            "id": env_id, "node_id": format!("EN_{env_id}"), "name": env,
+            "url": format!("https://api.github.com/repos/x/environments/{env}"),
+            "html_url": format!("https://github.com/x/deployments/activity_log?environments_filter={env}"),
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }],
+        "state": state, "user": user(login, id), "comment": comment
+    })
+}
 
 fn id_a() -> String {
     format!("octo/app/runs/{RUN_A}/env/{ENV_PROD}")
@@ -249,6 +265,8 @@ struct Hub {
     lose_next_answer: Mutex<Option<Arc<AtomicBool>>>,
     /// Answer every request with this (status, headers, schema name, body) once set.
     fail_with: Mutex<Option<Failure>>,
+    /// Repositories answering 404 (gone) or 403 (not accessible to the token).
+    unreadable: Mutex<HashMap<String, u16>>,
 }
 
 type Shared = Arc<Hub>;
@@ -352,6 +370,36 @@ fn route(hub: &Hub, method: &Method, uri: &Uri, headers: &HeaderMap, body: Strin
     }
     let path = uri.path();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ["repos", o, r, ..] = parts.as_slice() {
+        let gone = hub
+            .unreadable
+            .lock()
+            .unwrap()
+            .get(&format!("{o}/{r}"))
+            .copied();
+        // GitHub sends its rate-limit headers on error answers too; with requests left,
+        // a 403 is about access, not the rate limit.
+        let limits = [
+            ("x-ratelimit-limit", "5000".to_owned()),
+            ("x-ratelimit-remaining", "4990".to_owned()),
+            (
+                "x-ratelimit-reset",
+                (Utc::now().timestamp() + 3600).to_string(),
+            ),
+        ];
+        match gone {
+            Some(404) => return answer(404, "basic-error", &error_body("Not Found"), &limits),
+            Some(403) => {
+                return answer(
+                    403,
+                    "basic-error",
+                    &error_body("Resource not accessible by integration"),
+                    &limits,
+                )
+            }
+            _ => {}
+        }
+    }
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["orgs", "octo", "repos"]) => {
             hub.org_pages.fetch_add(1, Ordering::SeqCst);
@@ -514,9 +562,28 @@ async fn start_hub() -> (Shared, std::net::SocketAddr) {
         ],
     );
     pending_map.insert(RUN_B, vec![pending(ENV_API, "production", 0, false)]);
+    // Review history: QA passed on octo/app's run; octo/api's production was rejected
+    // once (the run was re-run and waits again).
+    let mut approvals = HashMap::new();
+    approvals.insert(
+        RUN_A,
+        vec![approval(ENV_QA, "qa", "approved", "bob", 8, "qa green")],
+    );
+    approvals.insert(
+        RUN_B,
+        vec![approval(
+            ENV_API,
+            "production",
+            "rejected",
+            "carol",
+            9,
+            "flaky tests",
+        )],
+    );
     let hub = Arc::new(Hub {
         runs,
         pending: Mutex::new(pending_map),
+        approvals: Mutex::new(approvals),
         refuse: vec![ENV_STAGING],
         ..Default::default()
     });
@@ -528,8 +595,12 @@ async fn start_hub() -> (Shared, std::net::SocketAddr) {
 }
 
 fn engine_for(dir: &std::path::Path, url: &str, keyring: &str) -> Engine {
+    engine_with_repos(dir, url, keyring, &["octo/app", "octo/api"])
+}
+
+fn engine_with_repos(dir: &std::path::Path, url: &str, keyring: &str, repos: &[&str]) -> Engine {
     let store = Store::open_in_dir(dir).expect("store");
-    let options = serde_json::from_value(json!({"repos": ["octo/app", "octo/api"]})).unwrap();
+    let options = serde_json::from_value(json!({ "repos": repos })).unwrap();
     let config = BackendConfig {
         name: "gh".into(),
         kind: "github".into(),
@@ -663,7 +734,38 @@ async fn waiting_runs_across_two_repos_become_one_action_per_environment() {
         .filter(|e| e.source == EventSource::Backend)
         .collect();
     assert_eq!(backend[0].kind, TimelineKind::Requested);
-    assert_eq!(backend[1].text, "Wait timer of 30m started for production");
+    assert_eq!(backend[0].text, "Run #562 of Deploy created");
+    assert!(
+        backend
+            .iter()
+            .any(|e| e.text == "Wait timer of 30m started for production"),
+        "{backend:#?}"
+    );
+    // The run's approvals log: QA's approval is context on production's timeline, not a
+    // review of production.
+    assert!(
+        backend
+            .iter()
+            .any(|e| e.kind == TimelineKind::Reviewed && e.text == "bob approved qa: qa green"),
+        "{backend:#?}"
+    );
+    assert!(s.reviews.is_empty(), "{:?}", s.reviews);
+    // octo/api's production was rejected once before: a review of this environment.
+    let api = engine
+        .detail(&ActionKey::new(
+            "gh",
+            format!("octo/api/runs/{RUN_B}/env/{ENV_API}"),
+        ))
+        .unwrap();
+    let reviews = &api.action.snapshot.reviews;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0].reviewer, "carol");
+    assert_eq!(reviews[0].verdict, ReviewVerdict::Denied);
+    assert_eq!(reviews[0].comment.as_deref(), Some("flaky tests"));
+    assert!(api.timeline.iter().any(|e| e.kind == TimelineKind::Denied
+        && e.source == EventSource::Backend
+        && e.text == "carol rejected production: flaky tests"
+        && e.actor.as_deref() == Some("carol")));
 
     // Second poll: If-None-Match on every GET, 304 answers, nothing changes.
     let before = hub.seen.lock().unwrap().len();
@@ -672,7 +774,8 @@ async fn waiting_runs_across_two_repos_become_one_action_per_environment() {
     let summary = again[0].summary.as_ref().unwrap();
     assert_eq!((summary.created, summary.updated), (0, 0));
     let seen = hub.seen.lock().unwrap()[before..].to_vec();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    // Per repository: waiting runs; per run: pending deployments and approvals.
+    assert_eq!(seen.len(), 6, "{seen:?}");
     for (path, inm, status) in &seen {
         assert!(inm.is_some(), "{path} sent no If-None-Match");
         assert_eq!(*status, 304, "{path}");
@@ -921,4 +1024,78 @@ async fn an_org_lists_its_repositories_once_and_reuses_them() {
     );
     let seen = hub.seen.lock().unwrap().clone();
     assert_eq!(seen[0].0, "/orgs/octo/repos?per_page=100&page=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_or_forbidden_repository_leaves_the_others_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, addr) = start_hub().await;
+    hub.unreadable
+        .lock()
+        .unwrap()
+        .insert("octo/gone".into(), 404);
+    let engine = engine_with_repos(
+        dir.path(),
+        &format!("http://{addr}"),
+        "github-partial",
+        &["octo/app", "octo/gone", "octo/api"],
+    );
+    let report = engine.sync_once(Utc::now()).await;
+    let error = report[0]
+        .error
+        .clone()
+        .expect("the gone repository is reported");
+    assert!(
+        error.contains("1 of 3 repositories left out") && error.contains("octo/gone (404"),
+        "{error}"
+    );
+    let pending = |engine: &Engine| {
+        let mut ids: Vec<String> = engine
+            .pending(Some("gh"))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.key.external_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        pending(&engine).len(),
+        3,
+        "both readable repositories are listed"
+    );
+    let status = &engine.backends().unwrap()[0];
+    assert_eq!(status.status, "degraded");
+    assert!(status.last_error.as_deref().unwrap().contains("octo/gone"));
+
+    // octo/api stops being readable: its request is dropped, octo/app's stay.
+    hub.unreadable
+        .lock()
+        .unwrap()
+        .insert("octo/api".into(), 403);
+    let report = engine.sync_once(Utc::now()).await;
+    let error = report[0].error.clone().unwrap();
+    assert!(
+        error.contains("2 of 3 repositories left out")
+            && error.contains("octo/api (403: Resource not accessible by integration)")
+            && error.contains("octo/gone (404"),
+        "{error}"
+    );
+    assert_eq!(
+        pending(&engine),
+        [id_a(), format!("octo/app/runs/{RUN_A}/env/{ENV_STAGING}")]
+    );
+    let dropped = engine
+        .detail(&ActionKey::new(
+            "gh",
+            format!("octo/api/runs/{RUN_B}/env/{ENV_API}"),
+        ))
+        .unwrap();
+    assert_eq!(dropped.action.snapshot.status.as_str(), "cancelled");
+
+    // Once every repository answers again, the backend is healthy.
+    hub.unreadable.lock().unwrap().clear();
+    let report = engine.sync_once(Utc::now()).await;
+    assert_eq!(report[0].error, None);
+    assert_eq!(engine.backends().unwrap()[0].status, "ok");
 }

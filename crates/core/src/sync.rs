@@ -156,6 +156,8 @@ impl BackendSync {
                 cursor,
             } => (actions, etag, cursor),
         };
+        // Taken now so it belongs to this list; reported once the listed part is stored.
+        let partial = self.backend.take_partial_failure();
         let now = Utc::now();
         let changes = self.store_remote(&actions, now)?;
         for c in &changes {
@@ -212,7 +214,10 @@ impl BackendSync {
             cursor.cursor = Some(c);
         }
         self.store.save_sync_cursor(&self.name, &cursor)?;
-        Ok(summary)
+        match partial {
+            Some(e) => Err(e.into()),
+            None => Ok(summary),
+        }
     }
 
     pub(crate) fn mark_ok(&self) {

@@ -5,23 +5,33 @@
 //! request line to its stdin, closes it, and reads one answer line from its stdout. Every
 //! call has a deadline (the whole group is killed when it passes), stdout a size cap and
 //! stderr a bounded tail that is quoted in errors. A crash therefore costs one call and
-//! degrades only this backend. Version 1 is poll-only: `list` every poll interval.
+//! degrades only this backend.
+//!
+//! A plugin that says it can (`watch = true` in its options) is also run once as a
+//! long-lived `watch` process whose stdout is a stream of change lines, mapped to
+//! [`Backend::subscribe`]. That process is bounded too: each line has a size cap, a
+//! silence longer than the idle limit ends it, and it is killed (with its group) when the
+//! stream ends for any reason, including the engine dropping the stream. The engine then
+//! lists again and starts a new watch after its backoff, so a watch that crashes or
+//! prints garbage costs only this backend's freshness, never another's.
 
 use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::{
-    Backend, BackendError, BuildError, Capabilities, DecisionDelivery, DeliveryOutcome, Limits,
-    ListOutcome, SyncCursor,
+    Backend, BackendError, BackendEvent, BuildError, Capabilities, DecisionDelivery,
+    DeliveryOutcome, EventStream, Limits, ListOutcome, SyncCursor,
 };
 use crate::config::BackendConfig;
 use crate::model::{ActionKey, ActionSnapshot, PendingAction, RemoteAction};
-use crate::protocol::{DecisionBody, ErrorBody, WireTimelineEvent};
+use crate::protocol::{DecisionBody, ErrorBody, TimelineAppended, WireTimelineEvent};
 
 pub const KIND: &str = "exec";
 /// The protocol version sent as `v` in every request.
@@ -40,13 +50,20 @@ pub struct Exec {
     token: Option<String>,
     timeout: Duration,
     max_output_bytes: usize,
+    /// Whether the plugin answers `watch` (option `watch = true`).
+    watch: bool,
+    /// Longest silence of a watch before it is taken as dead and restarted.
+    watch_idle: Duration,
+    /// Cap on one watch line.
+    max_line_bytes: usize,
     /// Idempotency keys already sent to the plugin by this process (see `decide`).
     sent: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Exec {
     /// `command` is required; `[backend.options] timeout_secs` overrides the request
-    /// deadline in `limits`; a token (`token_env`) reaches the plugin as
+    /// deadline in `limits`, `watch = true` turns on the event stream and
+    /// `watch_idle_secs` its silence limit; a token (`token_env`) reaches the plugin as
     /// `$COUNTERSIGN_TOKEN`.
     pub fn new(
         config: &BackendConfig,
@@ -66,21 +83,29 @@ impl Exec {
             }
         };
         let mut timeout = limits.request_timeout;
+        let mut watch = false;
+        let mut watch_idle = limits.stream_idle_timeout;
+        let positive = |key: &str, value: &toml::Value| {
+            value
+                .as_integer()
+                .and_then(|s| u64::try_from(s).ok())
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| invalid(format!("options.{key} must be a positive integer")))
+        };
         for (key, value) in &config.options {
             match key.as_str() {
-                "timeout_secs" => {
-                    let secs = value
-                        .as_integer()
-                        .and_then(|s| u64::try_from(s).ok())
-                        .filter(|s| *s > 0)
-                        .ok_or_else(|| {
-                            invalid("options.timeout_secs must be a positive integer".into())
-                        })?;
-                    timeout = Duration::from_secs(secs);
+                "timeout_secs" => timeout = positive(key, value)?,
+                "watch_idle_secs" => watch_idle = positive(key, value)?,
+                "watch" => {
+                    watch = value
+                        .as_bool()
+                        .ok_or_else(|| invalid("options.watch must be true or false".into()))?;
                 }
                 other => {
                     return Err(invalid(format!(
-                        "unknown option `{other}` for kind `exec` (known: timeout_secs)"
+                        "unknown option `{other}` for kind `exec` \
+                         (known: timeout_secs, watch, watch_idle_secs)"
                     )))
                 }
             }
@@ -93,6 +118,9 @@ impl Exec {
             token,
             timeout,
             max_output_bytes: limits.max_body_bytes,
+            watch,
+            watch_idle,
+            max_line_bytes: limits.max_event_bytes,
             sent: std::sync::Mutex::new(HashSet::new()),
         })
     }
@@ -127,32 +155,18 @@ impl Exec {
     }
 
     fn plugin_error(&self, error: &serde_json::Value, stderr_tail: &str) -> BackendError {
-        let body = serde_json::json!({ "error": error });
-        let Ok(ErrorBody { error }) = serde_path_to_error::deserialize::<_, ErrorBody>(&body)
-            .map_err(|e| self.malformed(e.path().to_string(), e.into_inner().to_string()))
-        else {
-            return self.malformed(
-                "error",
-                format!(
-                    "an error answer needs `code` and `message`{}",
-                    quoted_stderr(stderr_tail)
-                ),
-            );
-        };
-        match error.code.as_str() {
-            "not_found" => BackendError::NotFound(format!("{}: {}", self.label, error.message)),
-            "unsupported" => BackendError::Unsupported("answer this request (plugin: unsupported)"),
-            code => BackendError::Unreachable {
-                url: self.label.clone(),
-                detail: format!("the plugin reported `{code}`: {}", error.message),
-            },
-        }
+        plugin_error(&self.label, error, stderr_tail)
     }
 
-    async fn run(&self, request: &Request<'_>) -> Result<Run, BackendError> {
+    fn request_line(&self, request: &Request<'_>) -> Result<Vec<u8>, BackendError> {
         let mut line =
             serde_json::to_vec(request).map_err(|e| self.malformed("(request)", e.to_string()))?;
         line.push(b'\n');
+        Ok(line)
+    }
+
+    /// Starts the plugin in its own process group with all three pipes.
+    fn spawn(&self) -> Result<tokio::process::Child, BackendError> {
         let mut command = tokio::process::Command::new(&self.program);
         command
             .args(&self.args)
@@ -166,10 +180,15 @@ impl Exec {
         }
         #[cfg(unix)]
         command.process_group(0);
-        let mut child = command.spawn().map_err(|e| BackendError::Unreachable {
+        command.spawn().map_err(|e| BackendError::Unreachable {
             url: self.label.clone(),
             detail: format!("cannot start `{}`: {e}", self.program),
-        })?;
+        })
+    }
+
+    async fn run(&self, request: &Request<'_>) -> Result<Run, BackendError> {
+        let line = self.request_line(request)?;
+        let mut child = self.spawn()?;
         // From here on, leaving early (deadline, size cap, the caller giving up) kills
         // the plugin and everything it started.
         let mut group = GroupGuard(child.id());
@@ -237,6 +256,29 @@ impl Exec {
     }
 }
 
+/// An `{"error": …}` answer as a [`BackendError`] of the plugin labelled `label`.
+fn plugin_error(label: &str, error: &serde_json::Value, stderr_tail: &str) -> BackendError {
+    let body = serde_json::json!({ "error": error });
+    let Ok(ErrorBody { error }) = serde_path_to_error::deserialize::<_, ErrorBody>(&body) else {
+        return BackendError::Malformed {
+            url: label.to_owned(),
+            field: "error".into(),
+            detail: format!(
+                "an error answer needs `code` and `message`{}",
+                quoted_stderr(stderr_tail)
+            ),
+        };
+    };
+    match error.code.as_str() {
+        "not_found" => BackendError::NotFound(format!("{label}: {}", error.message)),
+        "unsupported" => BackendError::Unsupported("answer this request (plugin: unsupported)"),
+        code => BackendError::Unreachable {
+            url: label.to_owned(),
+            detail: format!("the plugin reported `{code}`: {}", error.message),
+        },
+    }
+}
+
 /// Kills a plugin's whole process group when dropped, unless disarmed.
 struct GroupGuard(Option<u32>);
 
@@ -244,10 +286,9 @@ impl GroupGuard {
     fn disarm(&mut self) {
         self.0 = None;
     }
-}
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
+    /// Kills the group now (before the child is reaped, so the id is still ours).
+    fn kill(&mut self) {
         #[cfg(unix)]
         if let Some(pgid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
             // SAFETY: killpg only sends a signal; the group is the one the child leads
@@ -256,6 +297,13 @@ impl Drop for GroupGuard {
                 libc::killpg(pgid, libc::SIGKILL);
             }
         }
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -509,6 +557,302 @@ fn decide_outcome(exec: &Exec, answer: DecideAnswer) -> Result<DeliveryOutcome, 
     })
 }
 
+// ---- watch: the optional event stream ----
+
+/// The stream's capacity: a plugin that prints faster than the engine stores waits.
+const WATCH_CHANNEL: usize = 64;
+
+/// What a watch task needs from its backend (the task outlives the `&self` borrow).
+struct WatchCtx {
+    name: String,
+    label: String,
+    idle: Duration,
+    max_line: usize,
+}
+
+impl WatchCtx {
+    fn malformed(&self, field: impl Into<String>, detail: impl Into<String>) -> BackendError {
+        BackendError::Malformed {
+            url: self.label.clone(),
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One stdout line of a watch, decoded.
+#[allow(clippy::large_enum_variant)] // one line at a time, moved straight into the channel
+enum WatchLine {
+    Event(BackendEvent),
+    /// A heartbeat, or a `type` this version does not know: proof of life only.
+    Alive,
+}
+
+/// Decodes one watch line (docs/exec-plugins.md, "watch"). Errors are (field, detail),
+/// except an `error` line, which is the plugin's own report.
+fn parse_watch_line(backend: &str, line: &str) -> Result<WatchLine, WatchLineError> {
+    let field = "(watch)";
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        WatchLineError::Malformed(field.into(), format!("not JSON ({e}): `{}`", snippet(line)))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(WatchLineError::Malformed(
+            field.into(),
+            format!("each line must be a JSON object: `{}`", snippet(line)),
+        ));
+    };
+    if let Some(error) = object.get("error") {
+        return Err(WatchLineError::Plugin(error.clone()));
+    }
+    let Some(kind) = object.get("type").and_then(|t| t.as_str()) else {
+        return Err(WatchLineError::Malformed(
+            "(watch).type".into(),
+            format!(
+                "each line needs a `type` (upsert, timeline, heartbeat): `{}`",
+                snippet(line)
+            ),
+        ));
+    };
+    match kind {
+        "upsert" => {
+            let action = object.get("action").ok_or_else(|| {
+                WatchLineError::Malformed("(watch).action".into(), "missing field".into())
+            })?;
+            let action = decode_action(backend, "(watch).action", action)
+                .map_err(|(f, d)| WatchLineError::Malformed(f, d))?;
+            Ok(WatchLine::Event(BackendEvent::Upsert {
+                event_id: None,
+                action,
+            }))
+        }
+        "timeline" => {
+            let appended: TimelineAppended =
+                serde_path_to_error::deserialize(&value).map_err(|e| {
+                    WatchLineError::Malformed(
+                        format!("(watch).{}", e.path()),
+                        e.into_inner().to_string(),
+                    )
+                })?;
+            Ok(WatchLine::Event(BackendEvent::TimelineAppended {
+                event_id: None,
+                external_id: appended.action_id,
+                event: super::countersign::timeline_event(appended.event),
+            }))
+        }
+        // Unknown types are skipped so a newer plugin still works with this version.
+        _ => Ok(WatchLine::Alive),
+    }
+}
+
+enum WatchLineError {
+    Malformed(String, String),
+    Plugin(serde_json::Value),
+}
+
+/// Reads newline-terminated lines, refusing any longer than `max` bytes.
+struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Where to resume looking for a newline in `buf`.
+    scanned: usize,
+    max: usize,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(inner: R, max: usize) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the stream.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        let mut chunk = [0u8; 8 * 1024];
+        loop {
+            if let Some(pos) = self.buf[self.scanned..].iter().position(|b| *b == b'\n') {
+                let end = self.scanned + pos;
+                let line = self.buf[..end].to_vec();
+                self.buf.drain(..=end);
+                self.scanned = 0;
+                return Ok(Some(line));
+            }
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(ReadError::TooLarge);
+            }
+            let n = self.inner.read(&mut chunk).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                // A last line without a newline still counts.
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                self.scanned = 0;
+                return Ok(Some(std::mem::take(&mut self.buf)));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Keeps the last `STDERR_TAIL_BYTES` of a stream, readable while it is still open.
+async fn collect_tail(mut r: impl AsyncRead + Unpin, tail: Arc<Mutex<Vec<u8>>>) {
+    let mut buf = vec![0u8; 8 * 1024];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend_from_slice(&buf[..n]);
+        if t.len() > STDERR_TAIL_BYTES {
+            let cut = t.len() - STDERR_TAIL_BYTES;
+            t.drain(..cut);
+        }
+    }
+}
+
+/// Follows a watch process until it ends, fails, or nobody listens any more. Returns
+/// the error that ended it (`None` when the receiver went away).
+async fn follow_watch(
+    ctx: &WatchCtx,
+    stdout: tokio::process::ChildStdout,
+    tx: &mpsc::Sender<Result<BackendEvent, BackendError>>,
+) -> Option<BackendError> {
+    let mut lines = LineReader::new(stdout, ctx.max_line);
+    loop {
+        let next = tokio::select! {
+            _ = tx.closed() => return None,
+            next = tokio::time::timeout(ctx.idle, lines.next_line()) => next,
+        };
+        let line = match next {
+            Err(_) => {
+                return Some(BackendError::Timeout {
+                    url: format!("{} (watch)", ctx.label),
+                    secs: ctx.idle.as_secs(),
+                })
+            }
+            Ok(Err(ReadError::TooLarge)) => {
+                return Some(BackendError::TooLarge {
+                    url: format!("{} (watch)", ctx.label),
+                    limit: ctx.max_line,
+                })
+            }
+            Ok(Err(ReadError::Io(e))) => {
+                return Some(BackendError::Unreachable {
+                    url: ctx.label.clone(),
+                    detail: format!("cannot read its watch output: {e}"),
+                })
+            }
+            // The exit status and stderr are added by the caller.
+            Ok(Ok(None)) => return Some(BackendError::NotFound(String::new())),
+            Ok(Ok(Some(line))) => line,
+        };
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t.trim(),
+            Err(e) => return Some(ctx.malformed("(watch)", format!("a line is not UTF-8: {e}"))),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        match parse_watch_line(&ctx.name, text) {
+            Ok(WatchLine::Alive) => {}
+            Ok(WatchLine::Event(event)) => {
+                if tx.send(Ok(event)).await.is_err() {
+                    return None;
+                }
+            }
+            Err(WatchLineError::Malformed(field, detail)) => {
+                return Some(ctx.malformed(field, detail))
+            }
+            Err(WatchLineError::Plugin(error)) => {
+                return Some(plugin_error(&ctx.label, &error, ""))
+            }
+        }
+    }
+}
+
+impl Exec {
+    /// Starts `command` with a `watch` request and streams its change lines. Stdin stays
+    /// open for the life of the watch: its end tells the plugin to stop, should
+    /// Countersign go away without killing the group.
+    async fn start_watch(&self) -> Result<EventStream, BackendError> {
+        let line = self.request_line(&Request::new("watch"))?;
+        let mut child = self.spawn()?;
+        let mut group = GroupGuard(child.id());
+        let mut stdin = child.stdin.take();
+        if let Some(pipe) = stdin.as_mut() {
+            let write = async {
+                pipe.write_all(&line).await?;
+                pipe.flush().await
+            };
+            // A plugin that does not read its request is judged by what it prints.
+            let _ = tokio::time::timeout(self.timeout, write).await;
+        }
+        let Some(stdout) = child.stdout.take() else {
+            return Err(BackendError::Unreachable {
+                url: self.label.clone(),
+                detail: "no stdout pipe for the watch".into(),
+            });
+        };
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let stderr_task = child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(collect_tail(err, tail.clone())));
+        let ctx = WatchCtx {
+            name: self.name.clone(),
+            label: self.label.clone(),
+            idle: self.watch_idle,
+            max_line: self.max_line_bytes,
+        };
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
+        tokio::spawn(async move {
+            let ended = follow_watch(&ctx, stdout, &tx).await;
+            // Whatever ended the watch, the group goes now: a hung or flooding plugin, and
+            // anything it started, must not outlive its stream.
+            group.kill();
+            drop(stdin);
+            let Some(error) = ended else {
+                let _ = child.wait().await;
+                return;
+            };
+            let status = child.wait().await.ok();
+            // Every writer of stderr is dead, so its end comes promptly.
+            if let Some(task) = stderr_task {
+                let _ = task.await;
+            }
+            let tail = {
+                let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                String::from_utf8_lossy(&t).trim().to_owned()
+            };
+            let error = match error {
+                // The plugin closed its stdout: say how it ended.
+                BackendError::NotFound(_) => BackendError::Unreachable {
+                    url: ctx.label.clone(),
+                    detail: match status {
+                        Some(status) => format!("watch ended: {}", exit_detail(&status, &tail)),
+                        None => format!("watch ended{}", quoted_stderr(&tail)),
+                    },
+                },
+                BackendError::Malformed { url, field, detail } => BackendError::Malformed {
+                    url,
+                    field,
+                    detail: format!("{detail}{}", quoted_stderr(&tail)),
+                },
+                BackendError::Unreachable { url, detail } => BackendError::Unreachable {
+                    url,
+                    detail: format!("{detail}{}", quoted_stderr(&tail)),
+                },
+                other => other,
+            };
+            let _ = tx.send(Err(error)).await;
+        });
+        Ok(rx)
+    }
+}
+
 #[async_trait]
 impl Backend for Exec {
     fn capabilities(&self) -> Capabilities {
@@ -516,7 +860,7 @@ impl Backend for Exec {
             list: true,
             fetch: true,
             decide: true,
-            subscribe: false,
+            subscribe: self.watch,
         }
     }
 
@@ -619,6 +963,15 @@ impl Backend for Exec {
         let value = self.call(&request).await?;
         let answer: DecideAnswer = self.decode(&value)?;
         decide_outcome(self, answer)
+    }
+
+    /// Watch lines carry no event ids: every (re)connect starts with a fresh `list`, so
+    /// there is nothing to resume from and `last_event_id` is not sent.
+    async fn subscribe(&self, _last_event_id: Option<String>) -> Result<EventStream, BackendError> {
+        if !self.watch {
+            return Err(BackendError::Unsupported("subscribe"));
+        }
+        self.start_watch().await
     }
 }
 
@@ -847,5 +1200,189 @@ mod tests {
             BackendError::Malformed { field, .. } => assert_eq!(field, "result"),
             other => panic!("{other}"),
         }
+    }
+    fn watching(script: &str, idle_secs: u64, max_event_bytes: usize) -> Exec {
+        let config = BackendConfig {
+            name: "sh".into(),
+            kind: KIND.into(),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            options: toml::from_str(&format!("watch = true\nwatch_idle_secs = {idle_secs}"))
+                .unwrap(),
+            ..Default::default()
+        };
+        let limits = Limits {
+            max_event_bytes,
+            ..Limits::default()
+        };
+        Exec::new(&config, None, limits).unwrap()
+    }
+
+    async fn end_of(mut stream: EventStream) -> BackendError {
+        loop {
+            match stream.recv().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e,
+                None => panic!("the stream closed without saying why"),
+            }
+        }
+    }
+
+    #[test]
+    fn watch_is_opt_in() {
+        assert!(!exec("").unwrap().capabilities().subscribe);
+        let e = exec("watch = true\nwatch_idle_secs = 5").unwrap();
+        assert!(e.capabilities().subscribe);
+        assert_eq!(e.watch_idle, Duration::from_secs(5));
+        assert!(exec("watch = \"yes\"").is_err());
+        assert!(exec("watch_idle_secs = -1").is_err());
+    }
+
+    #[test]
+    fn watch_lines_decode_or_name_what_is_wrong() {
+        let upsert = json!({"type": "upsert", "action": action_json()}).to_string();
+        match parse_watch_line("plug", &upsert) {
+            Ok(WatchLine::Event(BackendEvent::Upsert { event_id, action })) => {
+                assert_eq!(event_id, None);
+                assert_eq!(action.action.key, ActionKey::new("plug", "req-1"));
+            }
+            _ => panic!("an upsert"),
+        }
+        let timeline = r#"{"type":"timeline","action_id":"req-1","event":{"id":"t9","at":"2026-11-25T01:00:00Z","kind":"reviewed","text":"x"}}"#;
+        assert!(matches!(
+            parse_watch_line("plug", timeline),
+            Ok(WatchLine::Event(BackendEvent::TimelineAppended { external_id, .. })) if external_id == "req-1"
+        ));
+        assert!(matches!(
+            parse_watch_line("plug", r#"{"type":"heartbeat"}"#),
+            Ok(WatchLine::Alive)
+        ));
+        assert!(matches!(
+            parse_watch_line("plug", r#"{"type":"from_the_future"}"#),
+            Ok(WatchLine::Alive)
+        ));
+        let malformed = |line: &str| match parse_watch_line("plug", line) {
+            Err(WatchLineError::Malformed(field, detail)) => (field, detail),
+            _ => panic!("malformed: {line}"),
+        };
+        assert!(malformed("oops").1.contains("not JSON"));
+        assert_eq!(malformed("[1]").0, "(watch)");
+        assert_eq!(malformed(r#"{"action":{}}"#).0, "(watch).type");
+        let mut bad = action_json();
+        bad["title"] = json!(1);
+        let (field, _) = malformed(&json!({"type": "upsert", "action": bad}).to_string());
+        assert_eq!(field, "(watch).action.title");
+        let (field, _) = malformed(r#"{"type":"timeline","action_id":"a"}"#);
+        assert!(field.starts_with("(watch)"), "{field}");
+        assert!(matches!(
+            parse_watch_line("plug", r#"{"error":{"code":"unavailable","message":"m"}}"#),
+            Err(WatchLineError::Plugin(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_watch_streams_until_it_goes_silent() {
+        let line = json!({"type": "upsert", "action": action_json()}).to_string();
+        let script = format!(
+            r#"read req; case "$req" in '{{"v":1,"op":"watch"}}') ;; *) exit 9;; esac
+echo '{{"type":"heartbeat"}}'; echo '{line}'; exec sleep 30"#
+        );
+        let e = watching(&script, 1, 1 << 20);
+        let mut stream = e.subscribe(None).await.unwrap();
+        match stream.recv().await {
+            Some(Ok(BackendEvent::Upsert { action, .. })) => {
+                assert_eq!(action.action.key.external_id, "req-1")
+            }
+            other => panic!("{other:?}"),
+        }
+        let started = std::time::Instant::now();
+        let err = end_of(stream).await;
+        assert_eq!(err.code(), "timeout", "{err}");
+        assert!(err.to_string().contains("(watch)"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_ends_says_how_and_quotes_stderr() {
+        let e = watching("read req; echo 'feed lost' >&2; exit 4", 30, 1 << 20);
+        let err = end_of(e.subscribe(None).await.unwrap()).await;
+        assert_eq!(err.code(), "unreachable");
+        let text = err.to_string();
+        assert!(
+            text.contains("watch ended: the plugin exited with status 4; stderr: feed lost"),
+            "{text}"
+        );
+
+        let e = watching(
+            r#"read req; echo '{"error":{"code":"unavailable","message":"feed down"}}'; exec sleep 30"#,
+            30,
+            1 << 20,
+        );
+        let err = end_of(e.subscribe(None).await.unwrap()).await;
+        assert!(err.to_string().contains("feed down"), "{err}");
+
+        let e = watching(
+            "read req; head -c 5000 /dev/zero | tr '\\0' a; exec sleep 30",
+            30,
+            1000,
+        );
+        let err = end_of(e.subscribe(None).await.unwrap()).await;
+        assert_eq!(err.code(), "too_large", "{err}");
+
+        let e = watching("read req; echo 'not json'; exec sleep 30", 30, 1 << 20);
+        let err = end_of(e.subscribe(None).await.unwrap()).await;
+        assert_eq!(err.code(), "malformed", "{err}");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stream_kills_the_watch_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "read req; sleep 60 & echo $! > {}; echo '{{\"type\":\"heartbeat\"}}'; wait",
+            pidfile.display()
+        );
+        let e = watching(&script, 30, 1 << 20);
+        let stream = e.subscribe(None).await.unwrap();
+        // The heartbeat is printed after the pid file is written.
+        let mut tries = 0;
+        while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+            tries += 1;
+            assert!(tries < 200, "the script never started");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        drop(stream);
+        let mut tries = 0;
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid) {
+            tries += 1;
+            assert!(tries < 400, "the watch's child {pid} outlived the stream");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_refused_and_short_ones_split() {
+        let data: &[u8] = b"one\ntwo\n\nthree";
+        let mut r = LineReader::new(data, 10);
+        assert_eq!(r.next_line().await.ok().flatten().unwrap(), b"one");
+        assert_eq!(r.next_line().await.ok().flatten().unwrap(), b"two");
+        assert_eq!(r.next_line().await.ok().flatten().unwrap(), b"");
+        assert_eq!(r.next_line().await.ok().flatten().unwrap(), b"three");
+        assert!(matches!(r.next_line().await, Ok(None)));
+        let long = [b'a'; 100];
+        let mut r = LineReader::new(&long[..], 10);
+        assert!(matches!(r.next_line().await, Err(ReadError::TooLarge)));
     }
 }

@@ -12,6 +12,11 @@
 //! all required), `GET /repos/{owner}/{repo}/actions/runs/{run_id}/approvals`
 //! (`environment-approvals`), `GET /orgs/{org}/repos`. The trimmed schemas the tests
 //! check against are in tests/fixtures/github/.
+//!
+//! One repository that is gone (404) or not readable (403 without a rate limit) does not
+//! stop the others: its runs are left out, the rest is listed, and the failure is handed
+//! to the engine through [`Backend::take_partial_failure`], which reports it as this
+//! backend's error.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,6 +62,8 @@ pub struct GitHub {
     /// One request at a time per backend (and so per token); holds the ETag cache.
     conn: tokio::sync::Mutex<Conn>,
     org_repos: std::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    /// Repositories the last list had to leave out, as the error to report.
+    partial: std::sync::Mutex<Option<BackendError>>,
 }
 
 #[derive(Default)]
@@ -123,6 +130,7 @@ impl GitHub {
             org,
             conn: tokio::sync::Mutex::new(Conn::default()),
             org_repos: std::sync::Mutex::new(None),
+            partial: std::sync::Mutex::new(None),
         })
     }
 
@@ -242,6 +250,74 @@ impl GitHub {
         self.get_json(&self.url(&format!("/repos/{repo}/actions/runs/{run_id}/approvals")))
             .await
     }
+
+    /// One repository's waiting deployments, each with its run's review history.
+    async fn repo_pending(
+        &self,
+        repo: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RemoteAction>, BackendError> {
+        let mut actions = Vec::new();
+        for run in self.waiting_runs(repo).await? {
+            let pending = self.pending(repo, run.id).await?;
+            if pending.iter().all(|p| p.environment.id.is_none()) {
+                continue;
+            }
+            // Reviews already given on this run (other environments, earlier attempts).
+            let approvals = self.approvals(repo, run.id).await?;
+            for p in &pending {
+                if p.environment.id.is_none() {
+                    continue;
+                }
+                actions.push(to_remote(
+                    &self.name,
+                    repo,
+                    &run,
+                    p,
+                    ActionStatus::Pending,
+                    &approvals,
+                    now,
+                ));
+            }
+        }
+        Ok(actions)
+    }
+}
+
+/// A repository GitHub says is gone (404) or closed to this token (403 that is not a
+/// rate limit): leave it out rather than fail every other repository.
+fn repo_unreadable(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::NotFound(_) | BackendError::Http { status: 403, .. }
+    )
+}
+
+/// Why repositories were left out, as one error for the backend's status.
+fn partial_error(base: &str, failed: &[(String, BackendError)], total: usize) -> BackendError {
+    let status = match &failed[0].1 {
+        BackendError::Http { status, .. } => *status,
+        _ => 404,
+    };
+    let each: Vec<String> = failed
+        .iter()
+        .map(|(repo, e)| match e {
+            BackendError::NotFound(_) => format!("{repo} (404: gone or not visible to the token)"),
+            BackendError::Http {
+                status, message, ..
+            } => format!("{repo} ({status}: {message})"),
+            other => format!("{repo} ({other})"),
+        })
+        .collect();
+    BackendError::Http {
+        url: base.to_owned(),
+        status,
+        message: format!(
+            "{} of {total} repositories left out, the others are listed: {}",
+            failed.len(),
+            each.join("; ")
+        ),
+    }
 }
 
 #[async_trait]
@@ -256,24 +332,22 @@ impl Backend for GitHub {
     }
 
     async fn list_pending(&self, _cursor: &SyncCursor) -> Result<ListOutcome, BackendError> {
+        let now = Utc::now();
         let mut actions = Vec::new();
-        for repo in self.all_repos().await? {
-            for run in self.waiting_runs(&repo).await? {
-                for p in self.pending(&repo, run.id).await? {
-                    if p.environment.id.is_none() {
-                        continue;
-                    }
-                    actions.push(to_remote(
-                        &self.name,
-                        &repo,
-                        &run,
-                        &p,
-                        ActionStatus::Pending,
-                        &[],
-                    ));
+        let repos = self.all_repos().await?;
+        let mut failed = Vec::new();
+        for repo in &repos {
+            match self.repo_pending(repo, now).await {
+                Ok(mut listed) => actions.append(&mut listed),
+                Err(e) if repo_unreadable(&e) => {
+                    tracing::warn!(backend = %self.name, "repository {repo} left out: {e}");
+                    failed.push((repo.clone(), e));
                 }
+                Err(e) => return Err(e),
             }
         }
+        *self.partial.lock().unwrap_or_else(|p| p.into_inner()) =
+            (!failed.is_empty()).then(|| partial_error(&self.base, &failed, repos.len()));
         Ok(ListOutcome::Listed {
             actions,
             etag: None,
@@ -281,22 +355,45 @@ impl Backend for GitHub {
         })
     }
 
+    fn take_partial_failure(&self) -> Option<BackendError> {
+        self.partial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     async fn fetch(&self, external_id: &str) -> Result<RemoteAction, BackendError> {
         let id = ExternalId::parse(external_id)?;
-        let run = self.run(&id.repo, id.run_id).await?;
+        let run = match self.run(&id.repo, id.run_id).await {
+            // The repository closed to us: as far as we can know, the request is gone.
+            Err(BackendError::Http {
+                status: 403,
+                message,
+                ..
+            }) => {
+                return Err(BackendError::NotFound(format!(
+                    "{}: repository no longer readable: {message}",
+                    id.repo
+                )))
+            }
+            other => other?,
+        };
+        let now = Utc::now();
         if let Some(p) = self
             .pending(&id.repo, id.run_id)
             .await?
             .into_iter()
             .find(|p| p.environment.id == Some(id.env_id))
         {
+            let approvals = self.approvals(&id.repo, id.run_id).await?;
             return Ok(to_remote(
                 &self.name,
                 &id.repo,
                 &run,
                 &p,
                 ActionStatus::Pending,
-                &[],
+                &approvals,
+                now,
             ));
         }
         // No longer waiting: the approvals log says how it ended.
@@ -323,8 +420,9 @@ impl Backend for GitHub {
             current_user_can_approve: false,
             reviewers: Vec::new(),
         };
-        let owned: Vec<Approval> = mine.into_iter().cloned().collect();
-        Ok(to_remote(&self.name, &id.repo, &run, &p, status, &owned))
+        Ok(to_remote(
+            &self.name, &id.repo, &run, &p, status, &approvals, now,
+        ))
     }
 
     async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError> {
@@ -615,6 +713,8 @@ fn minutes(m: i64) -> String {
     }
 }
 
+/// One environment of a run as an action. `approvals` is the run's whole approvals log:
+/// the reviews of this environment go into the snapshot, all of them into the timeline.
 fn to_remote(
     backend: &str,
     repo: &str,
@@ -622,6 +722,7 @@ fn to_remote(
     p: &Pending,
     status: ActionStatus,
     approvals: &[Approval],
+    now: DateTime<Utc>,
 ) -> RemoteAction {
     let env_id = p.environment.id.unwrap_or_default();
     let env = p
@@ -673,8 +774,11 @@ fn to_remote(
         .into(),
     );
 
+    // GitHub's approvals log has no times; a review is placed at the run's creation (the
+    // only time GitHub gives that is surely before it), which also keeps the hash stable.
     let reviews: Vec<Review> = approvals
         .iter()
+        .filter(|a| a.covers(env_id))
         .filter_map(|a| {
             let verdict = match a.state.as_str() {
                 "approved" => ReviewVerdict::Approved,
@@ -705,44 +809,130 @@ fn to_remote(
         web_url: Some(run.html_url.clone()),
     };
     let external_id = ExternalId::format(repo, run.id, env_id);
-    let timeline = timeline(&external_id, run, p, &env, &requester, &workflow);
+    let timeline = timeline(&Facts {
+        id: &external_id,
+        run,
+        p,
+        env: &env,
+        requester: &requester,
+        workflow: &workflow,
+        approvals,
+        now,
+    });
     RemoteAction {
         action: PendingAction::new(ActionKey::new(backend, external_id), snapshot),
         timeline,
     }
 }
 
-/// Backend timeline: the run's creation and, when there is one, its wait timer starting.
-fn timeline(
-    id: &str,
-    run: &Run,
-    p: &Pending,
-    env: &str,
-    requester: &str,
-    workflow: &str,
-) -> Vec<TimelineEvent> {
-    let mut out = vec![TimelineEvent {
-        at: run.created_at,
+/// What a backend timeline is built from.
+struct Facts<'a> {
+    id: &'a str,
+    run: &'a Run,
+    p: &'a Pending,
+    env: &'a str,
+    requester: &'a str,
+    workflow: &'a str,
+    approvals: &'a [Approval],
+    now: DateTime<Utc>,
+}
+
+/// Backend timeline: the run's creation, the environment's wait (and its timer's end once
+/// passed), and every review in the run's approvals log, whichever environments it covers.
+fn timeline(f: &Facts<'_>) -> Vec<TimelineEvent> {
+    let Facts {
+        id,
+        run,
+        p,
+        env,
+        requester,
+        workflow,
+        approvals,
+        now,
+    } = *f;
+    let event = |at, kind, actor: Option<String>, text: String, suffix: String| TimelineEvent {
+        at,
         source: EventSource::Backend,
-        kind: TimelineKind::Requested,
-        actor: Some(requester.to_owned()),
-        text: format!("Run #{} of {workflow} created", run.run_number),
-        external_id: Some(format!("github:{id}:created")),
-    }];
+        kind,
+        actor,
+        text,
+        external_id: Some(format!("github:{id}:{suffix}")),
+    };
+    let mut out = vec![event(
+        run.created_at,
+        TimelineKind::Requested,
+        Some(requester.to_owned()),
+        format!("Run #{} of {workflow} created", run.run_number),
+        "created".into(),
+    )];
     if let Some(at) = p.wait_timer_started_at {
         let text = if p.wait_timer > 0 {
             format!("Wait timer of {} started for {env}", minutes(p.wait_timer))
         } else {
             format!("Waiting for review to deploy to {env}")
         };
-        out.push(TimelineEvent {
+        out.push(event(
             at,
-            source: EventSource::Backend,
-            kind: TimelineKind::ReviewerAssigned,
-            actor: None,
+            TimelineKind::ReviewerAssigned,
+            None,
             text,
-            external_id: Some(format!("github:{id}:wait_timer")),
-        });
+            "wait_timer".into(),
+        ));
+        let end = at + chrono::Duration::minutes(p.wait_timer.max(0));
+        if p.wait_timer > 0 && end <= now {
+            out.push(event(
+                end,
+                TimelineKind::Updated,
+                None,
+                format!("Wait timer of {} ended for {env}", minutes(p.wait_timer)),
+                "wait_timer_end".into(),
+            ));
+        }
+    }
+    // The log only grows, so an entry's position is a stable id for it.
+    for (i, a) in approvals.iter().enumerate() {
+        let (kind, verb) = match a.state.as_str() {
+            "approved" => (TimelineKind::Approved, "approved"),
+            "rejected" => (TimelineKind::Denied, "rejected"),
+            _ => continue,
+        };
+        // A verdict on another environment of the run is context, not this one's outcome.
+        let kind = match p.environment.id {
+            Some(env_id) if a.covers(env_id) => kind,
+            _ => TimelineKind::Reviewed,
+        };
+        let mut names: Vec<String> = a
+            .environments
+            .iter()
+            .map(|e| {
+                e.name
+                    .clone()
+                    .unwrap_or_else(|| format!("environment {}", e.id.unwrap_or_default()))
+            })
+            .collect();
+        names.sort_unstable();
+        let comment = a.comment.trim();
+        let text = format!(
+            "{} {verb} {}{}",
+            a.user.login,
+            if names.is_empty() {
+                "the deployment".to_owned()
+            } else {
+                names.join(", ")
+            },
+            if comment.is_empty() {
+                String::new()
+            } else {
+                format!(": {comment}")
+            }
+        );
+        out.push(event(
+            run.created_at,
+            kind,
+            Some(a.user.login.clone()),
+            text,
+            format!("approval:{i}"),
+        ));
     }
     out
 }
@@ -786,6 +976,7 @@ mod tests {
             &pending(),
             ActionStatus::Pending,
             &[],
+            now(),
         );
         let a = &r.action;
         assert_eq!(a.key.external_id, "octo/app/runs/30433642/env/161088068");
@@ -816,15 +1007,144 @@ mod tests {
         );
     }
 
+    /// Before the 30-minute wait timer of `pending()` ends.
+    fn now() -> DateTime<Utc> {
+        "2026-11-25T09:10:00Z".parse().unwrap()
+    }
+
+    fn approval(env: u64, name: &str, state: &str, login: &str, comment: &str) -> Approval {
+        serde_json::from_value(serde_json::json!({
+            "environments": [{"id": env, "name": name}], "state": state,
+            "user": {"login": login}, "comment": comment
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_runs_reviews_and_wait_timer_become_history() {
+        let log = [
+            approval(7, "qa", "approved", "bob", "qa green"),
+            approval(161088068, "production", "rejected", "carol", "flaky"),
+            approval(161088068, "production", "pending", "dave", ""),
+        ];
+        let later: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let r = to_remote(
+            "gh",
+            "octo/app",
+            &run(),
+            &pending(),
+            ActionStatus::Pending,
+            &log,
+            later,
+        );
+        let reviews = &r.action.snapshot.reviews;
+        assert_eq!(
+            reviews.len(),
+            1,
+            "only this environment's verdicts: {reviews:?}"
+        );
+        assert_eq!(reviews[0].reviewer, "carol");
+        assert_eq!(reviews[0].verdict, ReviewVerdict::Denied);
+        assert_eq!(reviews[0].comment.as_deref(), Some("flaky"));
+        let lines: Vec<(TimelineKind, &str, &str)> = r
+            .timeline
+            .iter()
+            .map(|e| (e.kind, e.text.as_str(), e.external_id.as_deref().unwrap()))
+            .collect();
+        let id = "github:octo/app/runs/30433642/env/161088068";
+        assert_eq!(
+            lines,
+            [
+                (
+                    TimelineKind::Requested,
+                    "Run #562 of Deploy created",
+                    &*format!("{id}:created")
+                ),
+                (
+                    TimelineKind::ReviewerAssigned,
+                    "Wait timer of 30m started for production",
+                    &*format!("{id}:wait_timer")
+                ),
+                (
+                    TimelineKind::Updated,
+                    "Wait timer of 30m ended for production",
+                    &*format!("{id}:wait_timer_end")
+                ),
+                (
+                    TimelineKind::Reviewed,
+                    "bob approved qa: qa green",
+                    &*format!("{id}:approval:0")
+                ),
+                (
+                    TimelineKind::Denied,
+                    "carol rejected production: flaky",
+                    &*format!("{id}:approval:1")
+                ),
+            ]
+        );
+        let end = &r.timeline[2];
+        assert_eq!(
+            end.at,
+            "2026-11-25T09:31:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        // Before the timer runs out there is no end event, and the snapshot is the same.
+        let early = to_remote(
+            "gh",
+            "octo/app",
+            &run(),
+            &pending(),
+            ActionStatus::Pending,
+            &log,
+            now(),
+        );
+        assert_eq!(early.timeline.len(), 4);
+        assert_eq!(early.action.snapshot_hash, r.action.snapshot_hash);
+    }
+
+    #[test]
+    fn unreadable_repositories_are_named_in_one_error() {
+        assert!(repo_unreadable(&BackendError::NotFound("x".into())));
+        let forbidden = BackendError::Http {
+            url: "u".into(),
+            status: 403,
+            message: "Resource not accessible by integration".into(),
+        };
+        assert!(repo_unreadable(&forbidden));
+        assert!(!repo_unreadable(&BackendError::Http {
+            url: "u".into(),
+            status: 500,
+            message: "boom".into()
+        }));
+        assert!(!repo_unreadable(&BackendError::RateLimited {
+            url: "u".into(),
+            retry_after: Duration::from_secs(1)
+        }));
+        let e = partial_error(
+            "https://api.github.com",
+            &[
+                ("octo/gone".into(), BackendError::NotFound("x".into())),
+                ("octo/secret".into(), forbidden),
+            ],
+            3,
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("2 of 3 repositories left out")
+                && text.contains("octo/gone (404")
+                && text.contains("octo/secret (403: Resource not accessible by integration)"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn reviewer_order_does_not_change_the_hash() {
         let a = pending();
         let mut b = pending();
         b.reviewers.reverse();
-        let ha = to_remote("g", "o/r", &run(), &a, ActionStatus::Pending, &[])
+        let ha = to_remote("g", "o/r", &run(), &a, ActionStatus::Pending, &[], now())
             .action
             .snapshot_hash;
-        let hb = to_remote("g", "o/r", &run(), &b, ActionStatus::Pending, &[])
+        let hb = to_remote("g", "o/r", &run(), &b, ActionStatus::Pending, &[], now())
             .action
             .snapshot_hash;
         assert_eq!(ha, hb);

@@ -69,6 +69,9 @@ pub enum DeliveryOutcome {
 }
 
 /// A change pushed by a subscribing backend.
+// Events pass one at a time through a bounded channel, so the size of the largest
+// variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum BackendEvent {
     Upsert {
@@ -182,6 +185,13 @@ pub trait Backend: Send + Sync {
 
     /// Delivers a decision; must be idempotent on `decision.idempotency_key`.
     async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError>;
+
+    /// Part of the last `list_pending` failed while the rest listed (one repository of
+    /// several gone, say): the error to report as this backend's status. The engine asks
+    /// right after each list; the default is a backend that lists all or nothing.
+    fn take_partial_failure(&self) -> Option<BackendError> {
+        None
+    }
 
     /// Change stream from `last_event_id` on; only when `capabilities().subscribe`.
     async fn subscribe(&self, _last_event_id: Option<String>) -> Result<EventStream, BackendError> {
