@@ -127,6 +127,7 @@ async fn a_plugin_lists_fetches_and_takes_a_signed_decision_through_the_engine()
                 verdict: Verdict::Approve,
                 reason: "looked at the diff".into(),
                 seen_snapshot_hash: detail.action.snapshot_hash.clone(),
+                answer: None,
             },
             Utc::now(),
         )
@@ -231,6 +232,7 @@ async fn a_decision_on_a_changed_action_is_stale_and_never_reaches_the_plugin() 
         public_key: None,
         signature: None,
         delivery: DeliveryState::Queued,
+        answer: None,
     };
     let outcome = backend
         .decide(&DecisionDelivery { decision })
@@ -334,6 +336,7 @@ async fn the_teleport_example_lists_requests_and_reviews_them_through_tsh() {
                 verdict: Verdict::Approve,
                 reason: "INC-4412 checked".into(),
                 seen_snapshot_hash: a.snapshot_hash.clone(),
+                answer: None,
             },
             Utc::now(),
         )

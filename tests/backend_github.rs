@@ -692,6 +692,7 @@ fn input(id: &str, engine: &Engine, verdict: Verdict, reason: &str) -> DecisionI
         verdict,
         reason: reason.into(),
         seen_snapshot_hash: seen,
+        answer: None,
     }
 }
 

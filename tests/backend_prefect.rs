@@ -167,6 +167,7 @@ fn input(engine: &Engine, key: &ActionKey, verdict: Verdict, reason: &str) -> De
         verdict,
         reason: reason.into(),
         seen_snapshot_hash: engine.detail(key).unwrap().action.snapshot_hash,
+        answer: None,
     }
 }
 
@@ -249,10 +250,17 @@ async fn paused_flow_runs_are_listed_approved_and_denied_through_resume() {
             .value
             .clone()
     };
+    let form = s.form.as_ref().expect("the pause's input form");
+    let fields: Vec<(&str, &str, bool)> = form
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.label.as_str(), f.required))
+        .collect();
     assert_eq!(
-        get("input form"),
-        "approved: boolean (required)\nreason: string = \"\""
+        fields,
+        [("approved", "Approved", true), ("reason", "Reason", false)]
     );
+    assert!(form.options.is_empty(), "Prefect forms offer no options");
     assert_eq!(
         get("input description"),
         "Ship **gate-yes**?\nAnswer with approved and a reason."

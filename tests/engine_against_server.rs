@@ -208,6 +208,7 @@ fn approve(key: &ActionKey, seen: &countersign_core::snapshot::SnapshotHash) -> 
         verdict: Verdict::Approve,
         reason: "ticket OPS-1234".into(),
         seen_snapshot_hash: seen.clone(),
+        answer: None,
     }
 }
 
@@ -485,4 +486,127 @@ async fn a_server_with_allowed_signers_takes_our_signature_and_refuses_a_strange
     }
     assert_eq!(producer.get("ok-1").await.snapshot.reviews.len(), 1);
     assert!(producer.get("no-1").await.snapshot.reviews.is_empty());
+}
+
+/// A step that offers options: a wrong choice is refused before anything is signed, a
+/// right one is signed with the options and fields (defaults filled in), and the server
+/// — checking the signature against allowed_signers — records exactly that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_choice_is_checked_signed_with_its_answer_and_recorded() {
+    use countersign_core::model::{Answer, FieldType, FormField, InputForm};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(OsKeyring::with_names("countersign-test", "choose"));
+    let (signer, _) = Signer::load_or_create(&*keys).unwrap();
+    let signers = dir.path().join("allowed_signers");
+    std::fs::write(&signers, signer.allowed_signers_line(APPROVER) + "\n").unwrap();
+    let server = ServerProcess::start_with(
+        &dir.path().join("server.db"),
+        "127.0.0.1:0",
+        &["--allowed-signers".as_ref(), signers.as_os_str()],
+    );
+    let producer = Producer::new(&server.url());
+    let mut new = new_action("hitl-1", "Where should v2 go?");
+    new.form = Some(InputForm {
+        options: vec!["Deploy EU".into(), "Deploy US".into(), "Skip".into()],
+        multiple: false,
+        default_options: vec!["Skip".into()],
+        fields: vec![
+            FormField {
+                name: "replicas".into(),
+                label: "Replicas".into(),
+                description: String::new(),
+                field_type: FieldType::Integer,
+                choices: vec![],
+                required: true,
+                default: None,
+            },
+            FormField {
+                name: "note".into(),
+                label: "Note".into(),
+                description: String::new(),
+                field_type: FieldType::Text,
+                choices: vec![],
+                required: false,
+                default: Some(serde_json::json!("")),
+            },
+        ],
+    });
+    producer.create(&new).await;
+    let engine = engine_for(&dir.path().join("client"), &[("prod", server.url(), TOKEN)])
+        .with_key_store(keys);
+    engine.sync_once(Utc::now()).await;
+    let key = ActionKey::new("prod", "hitl-1");
+    let action = engine.detail(&key).unwrap().action;
+    assert_eq!(
+        action.snapshot.form, new.form,
+        "the form arrives as the producer sent it"
+    );
+    let choose = |options: &[&str], replicas: serde_json::Value| DecisionInput {
+        action: key.clone(),
+        verdict: Verdict::Choose,
+        reason: String::new(),
+        seen_snapshot_hash: action.snapshot_hash.clone(),
+        answer: Some(Answer {
+            options: options.iter().map(|o| o.to_string()).collect(),
+            params: [("replicas".to_owned(), replicas)].into(),
+        }),
+    };
+
+    for (options, replicas, code) in [
+        (&["Deploy Mars"][..], serde_json::json!(2), "invalid_answer"),
+        (
+            &["Deploy EU", "Deploy US"][..],
+            serde_json::json!(2),
+            "invalid_answer",
+        ),
+        (
+            &["Deploy US"][..],
+            serde_json::json!("two"),
+            "invalid_answer",
+        ),
+    ] {
+        let err = engine
+            .decide(choose(options, replicas), Utc::now())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{err}");
+    }
+    assert!(
+        engine.detail(&key).unwrap().decisions.is_empty(),
+        "a refused answer leaves no decision and no signature"
+    );
+
+    let report = engine
+        .decide(choose(&["Deploy US"], serde_json::json!(3)), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(report.decision.delivery, DeliveryState::Delivered);
+    let answer = report.decision.answer.clone().unwrap();
+    assert_eq!(answer.options, ["Deploy US"]);
+    assert_eq!(answer.params["replicas"], serde_json::json!(3));
+    assert_eq!(
+        answer.params["note"],
+        serde_json::json!(""),
+        "default filled in"
+    );
+    let payload = countersign_core::audit::decision_payload(&report.decision);
+    assert!(
+        payload.contains(r#""answer":{"options":["Deploy US"]"#),
+        "{payload}"
+    );
+    countersign_core::signer::verify(
+        report.decision.public_key.as_deref().unwrap(),
+        payload.as_bytes(),
+        report.decision.signature.as_deref().unwrap(),
+    )
+    .expect("the answer is covered by the signature");
+
+    let theirs = producer.get("hitl-1").await;
+    assert_eq!(theirs.snapshot.status.as_str(), "approved");
+    assert_eq!(
+        theirs.snapshot.reviews[0].comment.as_deref(),
+        Some("chose Deploy US")
+    );
+    let chain = engine.verify(None).unwrap();
+    assert!(chain.entries >= 2);
 }

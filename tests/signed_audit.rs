@@ -333,6 +333,7 @@ async fn every_single_row_edit_delete_swap_and_insert_is_caught_and_named() {
             },
             reason: format!("reason {i}"),
             seen_snapshot_hash: seen,
+            answer: None,
         };
         engine.decide(input, chrono::Utc::now()).await.unwrap();
     }

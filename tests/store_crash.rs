@@ -34,6 +34,7 @@ fn batch(n: usize) -> Vec<RemoteAction> {
                 reviews: vec![],
                 status: ActionStatus::Pending,
                 web_url: None,
+                form: None,
             };
             RemoteAction {
                 action: PendingAction::new(ActionKey::new("crash", &id), snapshot),

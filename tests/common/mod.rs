@@ -171,6 +171,7 @@ pub fn new_action(id: &str, title: &str) -> NewAction {
         approvals_required: Some(1),
         expires_in_secs: Some(600),
         web_url: None,
+        form: None,
     }
 }
 

@@ -14,7 +14,7 @@ export const commands = {
 	/**  The person opened an action: record a local "viewed" event, then return it. */
 	openAction: (key: ActionKey) => typedError<ActionDetail_Serialize, ApiError_Serialize>(__TAURI_INVOKE("open_action", { key })),
 	/**  Approve or deny through the just-in-time pipeline. */
-	decide: (input: DecisionInput) => typedError<DecisionReport_Serialize, ApiError_Serialize>(__TAURI_INVOKE("decide", { input })),
+	decide: (input: DecisionInput_Deserialize) => typedError<DecisionReport_Serialize, ApiError_Serialize>(__TAURI_INVOKE("decide", { input })),
 	/**
 	 *  Opens the action's own page in the system browser. Takes the key, not a URL, so the
 	 *  page can only open links the engine stored, and only http(s) ones.
@@ -105,6 +105,11 @@ export type ActionSnapshot_Deserialize = {
 	reviews?: Review_Deserialize[],
 	status: ActionStatus,
 	web_url?: string | null,
+	/**
+	 *  What the backend asks to be filled in with the decision (options to choose
+	 *  from, typed fields). Hashed with the rest: a changed form is a changed request.
+	 */
+	form?: InputForm_Deserialize | null,
 };
 
 /**
@@ -128,9 +133,29 @@ export type ActionSnapshot_Serialize = {
 	reviews: Review_Serialize[],
 	status: ActionStatus,
 	web_url: string | null,
+	/**
+	 *  What the backend asks to be filled in with the decision (options to choose
+	 *  from, typed fields). Hashed with the rest: a changed form is a changed request.
+	 */
+	form?: InputForm_Serialize,
 };
 
 export type ActionStatus = "pending" | "approved" | "denied" | "expired" | "cancelled" | "executed" | "failed";
+
+/**  What a person filled in: chosen options and field values. Signed with the decision. */
+export type Answer = Answer_Serialize | Answer_Deserialize;
+
+/**  What a person filled in: chosen options and field values. Signed with the decision. */
+export type Answer_Deserialize = {
+	options?: string[],
+	params?: { [key in string]: unknown },
+};
+
+/**  What a person filled in: chosen options and field values. Signed with the decision. */
+export type Answer_Serialize = {
+	options: string[],
+	params: { [key in string]: unknown },
+};
 
 /**
  *  An error as a UI receives it: a stable `code` to act on, a message for people, and
@@ -226,12 +251,40 @@ export type Decision = Decision_Serialize | Decision_Deserialize;
  *  A decision as a person makes it: on which action, which snapshot, and why. The
  *  approver is the engine's own identity, never the caller's say.
  */
-export type DecisionInput = {
+export type DecisionInput = DecisionInput_Serialize | DecisionInput_Deserialize;
+
+/**
+ *  A decision as a person makes it: on which action, which snapshot, and why. The
+ *  approver is the engine's own identity, never the caller's say.
+ */
+export type DecisionInput_Deserialize = {
 	action: ActionKey,
 	verdict: Verdict,
 	reason: string,
 	/**  The snapshot hash of what was on screen. */
 	seen_snapshot_hash: SnapshotHash,
+	/**
+	 *  Chosen options and field values, for an action with a form (required with
+	 *  `choose`); checked against the form before anything is signed.
+	 */
+	answer?: Answer_Deserialize | null,
+};
+
+/**
+ *  A decision as a person makes it: on which action, which snapshot, and why. The
+ *  approver is the engine's own identity, never the caller's say.
+ */
+export type DecisionInput_Serialize = {
+	action: ActionKey,
+	verdict: Verdict,
+	reason: string,
+	/**  The snapshot hash of what was on screen. */
+	seen_snapshot_hash: SnapshotHash,
+	/**
+	 *  Chosen options and field values, for an action with a form (required with
+	 *  `choose`); checked against the form before anything is signed.
+	 */
+	answer: Answer_Serialize | null,
 };
 
 /**  The outcome the caller shows: the decision as recorded and where delivery stands. */
@@ -282,6 +335,8 @@ export type Decision_Deserialize = {
 	/**  Armored SSHSIG over the canonical decision payload (`audit::decision_payload`). */
 	signature?: string | null,
 	delivery: DeliveryState,
+	/**  Chosen options and filled-in fields, when the action has a form. */
+	answer?: Answer_Deserialize | null,
 };
 
 /**
@@ -305,6 +360,8 @@ export type Decision_Serialize = {
 	/**  Armored SSHSIG over the canonical decision payload (`audit::decision_payload`). */
 	signature: string | null,
 	delivery: DeliveryState,
+	/**  Chosen options and filled-in fields, when the action has a form. */
+	answer?: Answer_Serialize,
 };
 
 /**  Where a decision stands on its way to the backend. */
@@ -346,6 +403,41 @@ export type FieldChange = {
 	after: string,
 };
 
+export type FieldType = "text" | "integer" | "number" | "boolean" | 
+/**  One of `choices`. */
+"choice" | 
+/**  Anything else the schema allows (arrays, objects): edited as JSON. */
+"json";
+
+/**  One typed input of a form. */
+export type FormField = FormField_Serialize | FormField_Deserialize;
+
+/**  One typed input of a form. */
+export type FormField_Deserialize = {
+	name: string,
+	/**  The schema's title, else the name. */
+	label: string,
+	description?: string,
+	field_type: FieldType,
+	/**  The allowed values of a `choice` field. */
+	choices?: string[],
+	required?: boolean,
+	default?: unknown | null,
+};
+
+/**  One typed input of a form. */
+export type FormField_Serialize = {
+	name: string,
+	/**  The schema's title, else the name. */
+	label: string,
+	description: string,
+	field_type: FieldType,
+	/**  The allowed values of a `choice` field. */
+	choices: string[],
+	required: boolean,
+	default?: unknown,
+};
+
 /**  Everything the inbox shows, read in one go so the numbers agree. */
 export type InboxView = InboxView_Serialize | InboxView_Deserialize;
 
@@ -365,6 +457,41 @@ export type InboxView_Serialize = {
 	backends: BackendStatus_Serialize[],
 	/**  When this view was read; countdowns start from here. */
 	read_at: string,
+};
+
+/**
+ *  A form a backend asks to be answered with the decision: Airflow's HITL options and
+ *  params, Prefect's run-input schema. The engine checks every answer against it
+ *  before a backend sees it (`form::check_answer`).
+ */
+export type InputForm = InputForm_Serialize | InputForm_Deserialize;
+
+/**
+ *  A form a backend asks to be answered with the decision: Airflow's HITL options and
+ *  params, Prefect's run-input schema. The engine checks every answer against it
+ *  before a backend sees it (`form::check_answer`).
+ */
+export type InputForm_Deserialize = {
+	/**  Options offered to choose from; empty when the form is only fields. */
+	options?: string[],
+	/**  Whether several options may be chosen at once. */
+	multiple?: boolean,
+	default_options?: string[],
+	fields?: FormField_Deserialize[],
+};
+
+/**
+ *  A form a backend asks to be answered with the decision: Airflow's HITL options and
+ *  params, Prefect's run-input schema. The engine checks every answer against it
+ *  before a backend sees it (`form::check_answer`).
+ */
+export type InputForm_Serialize = {
+	/**  Options offered to choose from; empty when the form is only fields. */
+	options: string[],
+	/**  Whether several options may be chosen at once. */
+	multiple: boolean,
+	default_options: string[],
+	fields: FormField_Serialize[],
 };
 
 /**  An action as the engine knows it: its key, what a person sees, and the hash of that. */
@@ -433,11 +560,16 @@ export type TimelineEvent_Serialize = {
 
 export type TimelineKind = TimelineKind_Serialize | TimelineKind_Deserialize;
 
-export type TimelineKind_Deserialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "approved" | "denied" | "executed" | "expired" | "cancelled" | string;
+export type TimelineKind_Deserialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "notification_answered" | "notification_withdrawn" | "approved" | "denied" | "executed" | "expired" | "cancelled" | string;
 
-export type TimelineKind_Serialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "approved" | "denied" | "executed" | "expired" | "cancelled" | "other";
+export type TimelineKind_Serialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "notification_answered" | "notification_withdrawn" | "approved" | "denied" | "executed" | "expired" | "cancelled" | "other";
 
-export type Verdict = "approve" | "deny";
+export type Verdict = "approve" | "deny" | 
+/**
+ *  Picks among the options a backend's form offers (Airflow HITL); the choice is in
+ *  the decision's `answer`.
+ */
+"choose";
 
 /* Tauri Specta runtime */
 async function typedError<T, E>(result: Promise<T>): Promise<{ status: "ok"; data: T } | { status: "error"; error: E }> {

@@ -219,6 +219,7 @@ async fn command(console: &Console, shown: &[PendingAction], line: &str) -> Repl
                 reason: parts.next().unwrap_or_default().to_owned(),
                 // Exactly what was on screen when the person typed the command.
                 seen_snapshot_hash: a.snapshot_hash.clone(),
+                answer: None,
             };
             match console.engine.decide(request, Utc::now()).await {
                 Ok(report) => Reply::Message(render::decision_report(&report)),

@@ -15,7 +15,7 @@ use countersign_core::api::DecisionInput;
 use countersign_core::audit::{self, AllowedSigners};
 use countersign_core::decide::DecideError;
 use countersign_core::export;
-use countersign_core::model::Verdict;
+use countersign_core::model::{Answer, Verdict};
 use countersign_core::snapshot::SnapshotHash;
 use countersign_core::store::AuditQuery;
 use countersign_core::EngineError;
@@ -71,6 +71,9 @@ enum Command {
     Approve(DecideArgs),
     /// Deny an action (a reason is required).
     Deny(DecideArgs),
+    /// Answer a step that offers options (Airflow human-in-the-loop): pick one or more
+    /// with --option, fill in its fields with --param. Signed like approve and deny.
+    Choose(DecideArgs),
     /// Every action ever seen, newest first, from the local cache (works offline).
     History {
         #[arg(long, default_value_t = 50)]
@@ -159,6 +162,13 @@ struct DecideArgs {
     /// local cache. The decision is refused if the action changed since.
     #[arg(long, value_name = "HASH")]
     seen: Option<String>,
+    /// An option to choose (repeat for steps that take several); `choose` only.
+    #[arg(long = "option", value_name = "OPTION")]
+    options: Vec<String>,
+    /// A field of the action's form, typed as the form says (`replicas=3`,
+    /// `dry_run=true`); fields left out take the form's defaults.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
 }
 
 #[tokio::main]
@@ -218,6 +228,7 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
         }
         Command::Approve(args) => decide(g, args, Verdict::Approve).await?,
         Command::Deny(args) => decide(g, args, Verdict::Deny).await?,
+        Command::Choose(args) => decide(g, args, Verdict::Choose).await?,
         Command::History { limit, json } => {
             let console = Console::open(g, Embedded::Off).await?;
             let actions = console.engine.history(limit)?;
@@ -354,10 +365,38 @@ async fn verify(
     }
 }
 
+/// `--option` and `--param name=value` as an answer, each value read as the cached
+/// form's field type says (the engine checks the whole answer again on the current form).
+fn answer_from_args(
+    action: &countersign_core::model::PendingAction,
+    options: &[String],
+    params: &[String],
+) -> Result<Option<Answer>, console::CliError> {
+    if options.is_empty() && params.is_empty() {
+        return Ok(None);
+    }
+    let form = action.snapshot.form.as_ref();
+    let mut answer = Answer {
+        options: options.to_vec(),
+        ..Answer::default()
+    };
+    for param in params {
+        let (name, raw) = param.split_once('=').ok_or_else(|| {
+            console::CliError::Message(format!("--param `{param}`: expected NAME=VALUE"))
+        })?;
+        let value = countersign_core::form::parse_param(form, name.trim(), raw)
+            .map_err(|e| console::CliError::Message(format!("--param {}: {e}", name.trim())))?;
+        answer.params.insert(name.trim().to_owned(), value);
+    }
+    Ok(Some(answer))
+}
+
 async fn decide(g: &Global, args: DecideArgs, verdict: Verdict) -> Result<(), console::CliError> {
     let console = Console::open(g, Embedded::Serve).await?;
     let key = console.engine.resolve(&args.id)?;
-    let cached = console.engine.detail(&key)?.action.snapshot_hash;
+    let cached_action = console.engine.detail(&key)?.action;
+    let answer = answer_from_args(&cached_action, &args.options, &args.params)?;
+    let cached = cached_action.snapshot_hash;
     let seen = match args.seen {
         // `show` prints the whole hash; a prefix of the cached one is accepted too.
         Some(hash) if hash.len() >= 8 && cached.as_str().starts_with(&hash) => cached,
@@ -372,6 +411,7 @@ async fn decide(g: &Global, args: DecideArgs, verdict: Verdict) -> Result<(), co
                 verdict,
                 reason: args.reason.unwrap_or_default(),
                 seen_snapshot_hash: seen,
+                answer,
             },
             Utc::now(),
         )

@@ -231,6 +231,9 @@ pub fn detail(d: &ActionDetail, now: DateTime<Utc>) -> String {
             let _ = writeln!(out, "{}", indent(&block(&item.value), "    "));
         }
     }
+    if let Some(form) = &s.form {
+        out.push_str(&form_text(form));
+    }
     if !s.reviews.is_empty() {
         let _ = writeln!(out, "\nReviews");
         for r in &s.reviews {
@@ -291,6 +294,68 @@ pub fn detail(d: &ActionDetail, now: DateTime<Utc>) -> String {
     out
 }
 
+/// The form as a person answers it on the command line: the options for `--option`,
+/// the fields for `--param`, with types, defaults and what is required.
+fn form_text(form: &countersign_core::model::InputForm) -> String {
+    use countersign_core::model::FieldType;
+    let mut out = String::new();
+    if !form.options.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nOptions (countersign choose ID --option …{})",
+            if form.multiple {
+                ", one or more"
+            } else {
+                ", exactly one"
+            }
+        );
+        for o in &form.options {
+            let default = if form.default_options.contains(o) {
+                "  (default)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  - {}{default}", line(o));
+        }
+    }
+    if !form.fields.is_empty() {
+        let _ = writeln!(out, "\nFields (--param NAME=VALUE)");
+        for f in &form.fields {
+            let ty = match f.field_type {
+                FieldType::Text => "text".to_owned(),
+                FieldType::Integer => "whole number".to_owned(),
+                FieldType::Number => "number".to_owned(),
+                FieldType::Boolean => "true/false".to_owned(),
+                FieldType::Choice => format!(
+                    "one of {}",
+                    f.choices
+                        .iter()
+                        .map(|c| line(c))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
+                FieldType::Json => "JSON".to_owned(),
+            };
+            let mut text = format!("  {} ({ty})", line(&f.name));
+            if f.label != f.name {
+                let _ = write!(text, " “{}”", line(&f.label));
+            }
+            match (&f.default, f.required) {
+                (Some(d), _) => {
+                    let _ = write!(text, " default {}", line(&d.to_string()));
+                }
+                (None, true) => text.push_str(" required"),
+                (None, false) => {}
+            }
+            let _ = writeln!(out, "{text}");
+            if !f.description.is_empty() {
+                let _ = writeln!(out, "{}", indent(&block(&f.description), "      "));
+            }
+        }
+    }
+    out
+}
+
 fn indent(text: &str, prefix: &str) -> String {
     text.lines()
         .map(|l| format!("{prefix}{l}"))
@@ -310,8 +375,21 @@ fn delivery(state: &DeliveryState) -> String {
 
 pub fn decision_report(r: &DecisionReport) -> String {
     let verdict = match r.decision.verdict {
-        Verdict::Approve => "Approved",
-        Verdict::Deny => "Denied",
+        Verdict::Approve => "Approved".to_owned(),
+        Verdict::Deny => "Denied".to_owned(),
+        Verdict::Choose => format!(
+            "Chose {}",
+            r.decision
+                .answer
+                .as_ref()
+                .map(|a| a
+                    .options
+                    .iter()
+                    .map(|o| line(o))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
     };
     let mut out = format!(
         "{verdict} {} (snapshot {}): {}",

@@ -15,7 +15,7 @@ use crate::backends::{self, Backend, Limits};
 use crate::config::{BackendConfig, Config, ConfigError};
 use crate::decide::{self, DecideError, DecisionReport, DecisionRequest};
 use crate::model::{
-    ActionKey, ActionStatus, Decision, PendingAction, TimelineEvent, TimelineKind, Verdict,
+    ActionKey, ActionStatus, Answer, Decision, PendingAction, TimelineEvent, TimelineKind, Verdict,
 };
 use crate::secrets::{OsTokenStore, TokenStore};
 use crate::shutdown::Shutdown;
@@ -97,6 +97,10 @@ pub struct DecisionInput {
     pub reason: String,
     /// The snapshot hash of what was on screen.
     pub seen_snapshot_hash: SnapshotHash,
+    /// Chosen options and field values, for an action with a form (required with
+    /// `choose`); checked against the form before anything is signed.
+    #[serde(default)]
+    pub answer: Option<Answer>,
 }
 
 /// An error as a UI receives it: a stable `code` to act on, a message for people, and
@@ -510,6 +514,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Stores a local timeline event (notified, answered from a notification, …) and
+    /// tells subscribers the timeline moved.
+    pub fn record_event(&self, key: &ActionKey, event: TimelineEvent) -> Result<(), EngineError> {
+        self.store.append_timeline(key, &[event])?;
+        let _ = self.changes.send(Change::Timeline { key: key.clone() });
+        Ok(())
+    }
+
     /// Runs the just-in-time decision pipeline, as this engine's approver.
     pub async fn decide(
         &self,
@@ -533,6 +545,7 @@ impl Engine {
             reason: input.reason,
             seen_snapshot_hash: input.seen_snapshot_hash,
             approver: self.approver.clone(),
+            answer: input.answer,
         };
         Ok(decide::decide(
             &self.store,

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::model::{ActionKey, Decision, DeliveryState, Verdict};
+use crate::model::{ActionKey, Answer, Decision, DeliveryState, Verdict};
 use crate::signer;
 use crate::snapshot::{canonical_json, format_millis, sha256_hex};
 
@@ -101,6 +101,9 @@ pub fn decision_payload(d: &Decision) -> String {
         approver: &'a str,
         snapshot_hash: &'a str,
         idempotency_key: &'a str,
+        /// Absent for an action without a form, so those payloads read as before.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        answer: Option<&'a Answer>,
     }
     canonical_json(&Payload {
         kind: "decision",
@@ -111,7 +114,18 @@ pub fn decision_payload(d: &Decision) -> String {
         approver: &d.approver,
         snapshot_hash: d.snapshot_hash.as_str(),
         idempotency_key: &d.idempotency_key,
+        answer: d.answer.as_ref(),
     })
+}
+
+/// The short reference a backend keeps next to the decision in its own record (a
+/// GitHub comment, a hoop reason, a Prefect or Airflow input): the signing key's
+/// fingerprint and the start of the SHA-256 of the exact payload that key signed, so
+/// the backend's record points to the proof in the exported audit log.
+pub fn proof_reference(d: &Decision) -> String {
+    let hex = sha256_hex(decision_payload(d).as_bytes());
+    let key = d.key_fingerprint.as_deref().unwrap_or("unsigned");
+    format!("[countersign {key} payload-sha256:{}]", &hex[..12])
 }
 
 pub fn delivery_payload(d: &Decision, state: &DeliveryState, at: DateTime<Utc>) -> String {

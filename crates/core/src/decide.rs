@@ -21,9 +21,10 @@ use tokio::sync::broadcast;
 
 use crate::audit;
 use crate::backends::{Backend, BackendError, DecisionDelivery, DeliveryOutcome};
+use crate::form::{self, AnswerError};
 use crate::model::{
-    ActionKey, ActionStatus, Decision, DeliveryState, PendingAction, TimelineEvent, TimelineKind,
-    Verdict,
+    ActionKey, ActionStatus, Answer, Decision, DeliveryState, PendingAction, TimelineEvent,
+    TimelineKind, Verdict,
 };
 use crate::signer::{Signer, SignerError};
 use crate::snapshot::{self, FieldChange, SnapshotHash};
@@ -39,6 +40,8 @@ pub struct DecisionRequest {
     /// The snapshot hash of what was on the person's screen.
     pub seen_snapshot_hash: SnapshotHash,
     pub approver: String,
+    /// Chosen options and field values, for an action with a form.
+    pub answer: Option<Answer>,
 }
 
 /// The outcome the caller shows: the decision as recorded and where delivery stands.
@@ -90,6 +93,8 @@ pub enum DecideError {
     },
     #[error("nothing was decided: {0}")]
     Signer(#[from] SignerError),
+    #[error("nothing was decided: {0}")]
+    Answer(#[from] AnswerError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -107,9 +112,35 @@ impl DecideError {
             Self::AlreadyDecided { .. } => "already_decided",
             Self::Recheck { .. } => "recheck_failed",
             Self::Signer(e) => e.code(),
+            Self::Answer(_) => "invalid_answer",
             Self::Store(_) => "store",
         }
     }
+}
+
+/// The timeline line for a decision: who, what (options and fields included), why.
+fn decided_text(d: &Decision) -> String {
+    let mut text = match d.verdict {
+        Verdict::Approve => format!("Approved by {}", d.approver),
+        Verdict::Deny => format!("Denied by {}", d.approver),
+        Verdict::Choose => {
+            let options = d.answer.as_ref().map(|a| a.options.join(", "));
+            format!("{} chose {}", d.approver, options.unwrap_or_default())
+        }
+    };
+    if let Some(answer) = d.answer.as_ref().filter(|a| !a.params.is_empty()) {
+        let fields: Vec<String> = answer
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        text.push_str(&format!(" with {}", fields.join(", ")));
+    }
+    if !d.reason.is_empty() {
+        text.push_str(&format!(": {}", d.reason));
+    }
+    text.push_str(&format!(" (snapshot {})", d.snapshot_hash.short()));
+    text
 }
 
 fn describe(changes: &[FieldChange]) -> String {
@@ -192,6 +223,15 @@ pub async fn decide(
         });
     }
 
+    // The answer is checked against the form the person saw (the same as the current
+    // one, by the hash check above), with its defaults filled in: what is signed is
+    // exactly what the backend receives.
+    let answer = form::check_answer(
+        current.snapshot.form.as_ref(),
+        request.verdict,
+        request.answer,
+    )?;
+
     // 3. Sign the canonical payload: exactly these bytes are what the decision proves.
     // The key is loaded only now, so a stale or expired action is refused as such even
     // when the keyring is locked.
@@ -208,29 +248,13 @@ pub async fn decide(
         public_key: Some(signer.public_key_openssh()),
         signature: None,
         delivery: DeliveryState::Queued,
+        answer,
     };
     decision.signature = Some(signer.sign(audit::decision_payload(&decision).as_bytes())?);
     failpoint("after-sign");
 
     // 4. Commit (decision, outbox, audit entry, timeline) before any delivery attempt.
-    let text = match (decision.verdict, decision.reason.is_empty()) {
-        (Verdict::Approve, true) => format!(
-            "Approved by {} (snapshot {})",
-            decision.approver,
-            decision.snapshot_hash.short()
-        ),
-        (v, _) => format!(
-            "{} by {}: {} (snapshot {})",
-            if v == Verdict::Approve {
-                "Approved"
-            } else {
-                "Denied"
-            },
-            decision.approver,
-            decision.reason,
-            decision.snapshot_hash.short()
-        ),
-    };
+    let text = decided_text(&decision);
     let events = [
         TimelineEvent::local(
             now,

@@ -20,6 +20,7 @@ pub mod backends;
 pub mod config;
 pub mod decide;
 pub mod export;
+pub mod form;
 pub mod model;
 pub mod protocol;
 pub mod secrets;

@@ -2,6 +2,7 @@
 //! a person decided. Every type here is plain data; behaviour lives in the modules that
 //! use it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -178,6 +179,82 @@ pub struct ActionSnapshot {
     pub status: ActionStatus,
     #[serde(default)]
     pub web_url: Option<String>,
+    /// What the backend asks to be filled in with the decision (options to choose
+    /// from, typed fields). Hashed with the rest: a changed form is a changed request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form: Option<InputForm>,
+}
+
+/// A form a backend asks to be answered with the decision: Airflow's HITL options and
+/// params, Prefect's run-input schema. The engine checks every answer against it
+/// before a backend sees it (`form::check_answer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct InputForm {
+    /// Options offered to choose from; empty when the form is only fields.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Whether several options may be chosen at once.
+    #[serde(default)]
+    pub multiple: bool,
+    #[serde(default)]
+    pub default_options: Vec<String>,
+    #[serde(default)]
+    pub fields: Vec<FormField>,
+}
+
+/// One typed input of a form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct FormField {
+    pub name: String,
+    /// The schema's title, else the name.
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    pub field_type: FieldType,
+    /// The allowed values of a `choice` field.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "specta", specta(type = Option<specta_typescript::Unknown>))]
+    pub default: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Text,
+    Integer,
+    Number,
+    Boolean,
+    /// One of `choices`.
+    Choice,
+    /// Anything else the schema allows (arrays, objects): edited as JSON.
+    Json,
+}
+
+/// What a person filled in: chosen options and field values. Signed with the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct Answer {
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "specta",
+        specta(type = BTreeMap<String, specta_typescript::Unknown>)
+    )]
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+impl Answer {
+    pub fn is_empty(&self) -> bool {
+        self.options.is_empty() && self.params.is_empty()
+    }
 }
 
 fn one() -> u32 {
@@ -258,6 +335,8 @@ pub enum TimelineKind {
     Signed,
     Delivered,
     DeliveryFailed,
+    NotificationAnswered,
+    NotificationWithdrawn,
     Approved,
     Denied,
     Executed,
@@ -281,6 +360,8 @@ impl TimelineKind {
             Self::Signed => "signed",
             Self::Delivered => "delivered",
             Self::DeliveryFailed => "delivery_failed",
+            Self::NotificationAnswered => "notification_answered",
+            Self::NotificationWithdrawn => "notification_withdrawn",
             Self::Approved => "approved",
             Self::Denied => "denied",
             Self::Executed => "executed",
@@ -341,6 +422,9 @@ pub struct RemoteAction {
 pub enum Verdict {
     Approve,
     Deny,
+    /// Picks among the options a backend's form offers (Airflow HITL); the choice is in
+    /// the decision's `answer`.
+    Choose,
 }
 
 impl Verdict {
@@ -348,6 +432,7 @@ impl Verdict {
         match self {
             Self::Approve => "approve",
             Self::Deny => "deny",
+            Self::Choose => "choose",
         }
     }
 
@@ -355,6 +440,7 @@ impl Verdict {
         match s {
             "approve" => Some(Self::Approve),
             "deny" => Some(Self::Deny),
+            "choose" => Some(Self::Choose),
             _ => None,
         }
     }
@@ -417,4 +503,7 @@ pub struct Decision {
     #[serde(default)]
     pub signature: Option<String>,
     pub delivery: DeliveryState,
+    /// Chosen options and filled-in fields, when the action has a form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionKind, ActionSnapshot, Detail, Verdict};
+use crate::model::{ActionKind, ActionSnapshot, Answer, Detail, InputForm, Verdict};
 use crate::snapshot::{self, SnapshotHash};
 
 pub const API_PREFIX: &str = "/v1";
@@ -69,6 +69,10 @@ pub struct DecisionBody {
     /// server checks the signature over these bytes and that they state this decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// Chosen options and filled-in fields, for an action with a `form`; required with
+    /// the `choose` verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
 }
 
 /// 200 answer to a decision: the server's record of it and the action's new state.
@@ -111,6 +115,9 @@ pub struct NewAction {
     pub expires_in_secs: Option<u64>,
     #[serde(default)]
     pub web_url: Option<String>,
+    /// A form the decision must answer (options to choose from, typed fields).
+    #[serde(default)]
+    pub form: Option<InputForm>,
 }
 
 /// `action.created` / `action.updated` carry a [`WireAction`]; `timeline.appended`

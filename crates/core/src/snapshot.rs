@@ -156,6 +156,7 @@ mod tests {
             reviews: vec![],
             status: ActionStatus::Pending,
             web_url: None,
+            form: None,
         }
     }
 

@@ -214,6 +214,7 @@ mod tests {
             approvals_required: None,
             expires_in_secs: None,
             web_url: None,
+            form: None,
         }
     }
 

@@ -219,6 +219,7 @@ pub(crate) fn generate<R: Rng>(rng: &mut R, template: Template) -> Planned {
                 approvals_required: Some(2),
                 expires_in_secs: Some(ttl_secs(rng)),
                 web_url: None,
+                form: None,
             };
             (
                 new,
@@ -282,6 +283,7 @@ pub(crate) fn generate<R: Rng>(rng: &mut R, template: Template) -> Planned {
                 approvals_required: Some(1),
                 expires_in_secs: Some(ttl_secs(rng)),
                 web_url: Some(format!("https://ci.acme.io/{service}/pipelines/{run}")),
+                form: None,
             };
             (
                 new,
@@ -341,6 +343,7 @@ pub(crate) fn generate<R: Rng>(rng: &mut R, template: Template) -> Planned {
                 approvals_required: Some(1),
                 expires_in_secs: Some(ttl_secs(rng)),
                 web_url: None,
+                form: None,
             };
             (
                 new,
@@ -400,6 +403,7 @@ pub(crate) fn generate<R: Rng>(rng: &mut R, template: Template) -> Planned {
                 approvals_required: Some(1),
                 expires_in_secs: Some(ttl_secs(rng)),
                 web_url: None,
+                form: None,
             };
             (
                 new,
@@ -468,6 +472,7 @@ pub(crate) fn generate<R: Rng>(rng: &mut R, template: Template) -> Planned {
                 web_url: Some(format!(
                     "https://tf.acme.io/workspaces/{workspace}/runs/run-{run}"
                 )),
+                form: None,
             };
             let policy = if approvals == 2 {
                 "Policy infra-apply: 2 approvals from group platform (destroys or IAM)"

@@ -65,6 +65,16 @@ fn states_this_decision(
             )));
         }
     }
+    let answer = match &d.answer {
+        Some(a) => serde_json::to_value(a)
+            .map_err(|e| ApiError::Forbidden(format!("answer is not JSON: {e}")))?,
+        None => Value::Null,
+    };
+    if v.get("answer").unwrap_or(&Value::Null) != &answer {
+        return Err(ApiError::Forbidden(
+            "signed payload does not match the decision at `answer`".into(),
+        ));
+    }
     if v.pointer("/action/id").and_then(Value::as_str) != Some(action_id) {
         return Err(ApiError::Forbidden(
             "signed payload is for another action (`action.id`)".into(),

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, SubsecRound, Utc};
+use countersign_core::form;
 use countersign_core::model::{
     ActionKind, ActionSnapshot, ActionStatus, Detail, Review, ReviewVerdict, TimelineKind, Verdict,
 };
@@ -30,7 +31,8 @@ use crate::error::{ApiError, ServerError};
 const APPLICATION_ID: i64 = 0x4353_5631;
 
 /// One entry per schema version; entry `n` migrates version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE actions (
     id                 TEXT PRIMARY KEY NOT NULL,
     kind               TEXT NOT NULL,
@@ -82,7 +84,12 @@ CREATE TABLE decisions (
     answer_body     TEXT NOT NULL,
     PRIMARY KEY (action_id, idempotency_key)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE actions ADD COLUMN form_json TEXT;
+ALTER TABLE decisions ADD COLUMN answer_json TEXT;
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -308,6 +315,7 @@ impl Store {
             reviews: Vec::new(),
             status: ActionStatus::Pending,
             web_url: new.web_url,
+            form: new.form,
         };
         let mut action = WireAction {
             id,
@@ -404,14 +412,43 @@ impl Store {
                 body.approver
             )));
         }
+        // The server checks an answer itself: a client that skipped the engine's check
+        // must not get an unknown option recorded.
+        let checked = form::check_answer(
+            action.snapshot.form.as_ref(),
+            body.verdict,
+            body.answer.clone(),
+        )
+        .map_err(|e| ApiError::malformed("answer", e.to_string()))?;
+        if checked != body.answer {
+            // Defaults the client left out are not filled in behind its signature.
+            return Err(ApiError::malformed(
+                "answer",
+                "must state every field of the form (defaults included), as signed",
+            ));
+        }
+        // A choice settles the step like an approval; the options chosen go with it.
+        let comment = match (&body.answer, body.reason.trim().is_empty()) {
+            (Some(a), _) if !a.options.is_empty() => Some(format!(
+                "chose {}{}",
+                a.options.join(", "),
+                if body.reason.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", body.reason)
+                }
+            )),
+            (_, false) => Some(body.reason.clone()),
+            (_, true) => None,
+        };
         let review = Review {
             reviewer: body.approver.clone(),
             verdict: match body.verdict {
-                Verdict::Approve => ReviewVerdict::Approved,
+                Verdict::Approve | Verdict::Choose => ReviewVerdict::Approved,
                 Verdict::Deny => ReviewVerdict::Denied,
             },
             at: body.decided_at,
-            comment: (!body.reason.trim().is_empty()).then(|| body.reason.clone()),
+            comment,
         };
         let mut w = Writer::new(tx, now);
         apply_review(&mut w, &mut action, review)?;
@@ -692,8 +729,9 @@ impl<'c> Writer<'c> {
         let s = &a.snapshot;
         self.tx.execute(
             "INSERT INTO actions (id, kind, title, summary, requester, requested_at, expires_at, \
-             resource, details_json, approvals_required, reviews_json, status, web_url, snapshot_hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             resource, details_json, approvals_required, reviews_json, status, web_url, snapshot_hash, \
+             form_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 a.id,
                 s.kind.as_str(),
@@ -709,6 +747,7 @@ impl<'c> Writer<'c> {
                 s.status.as_str(),
                 s.web_url,
                 a.snapshot_hash.0,
+                s.form.as_ref().map(serde_json::to_string).transpose()?,
             ],
         )?;
         Ok(())
@@ -788,8 +827,9 @@ impl<'c> Writer<'c> {
     ) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO decisions (action_id, idempotency_key, verdict, approver, reason, \
-             decided_at, snapshot_hash, public_key, signature, accepted_at, answer_status, answer_body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             decided_at, snapshot_hash, public_key, signature, accepted_at, answer_status, answer_body, \
+             answer_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 action_id,
                 body.idempotency_key,
@@ -803,6 +843,7 @@ impl<'c> Writer<'c> {
                 format_millis(&self.now),
                 status,
                 answer,
+                body.answer.as_ref().map(serde_json::to_string).transpose()?,
             ],
         )?;
         Ok(())
@@ -854,12 +895,13 @@ fn load_action(conn: &Connection, id: &str) -> Result<Option<WireAction>, StoreE
         status: String,
         web_url: Option<String>,
         snapshot_hash: String,
+        form: Option<String>,
     }
     let raw = {
         let mut stmt = conn.prepare_cached(
             "SELECT id, kind, title, summary, requester, requested_at, expires_at, resource, \
-             details_json, approvals_required, reviews_json, status, web_url, snapshot_hash \
-             FROM actions WHERE id = ?1",
+             details_json, approvals_required, reviews_json, status, web_url, snapshot_hash, \
+             form_json FROM actions WHERE id = ?1",
         )?;
         stmt.query_row([id], |r| {
             Ok(Raw {
@@ -877,6 +919,7 @@ fn load_action(conn: &Connection, id: &str) -> Result<Option<WireAction>, StoreE
                 status: r.get(11)?,
                 web_url: r.get(12)?,
                 snapshot_hash: r.get(13)?,
+                form: r.get(14)?,
             })
         })
         .optional()?
@@ -902,6 +945,7 @@ fn load_action(conn: &Connection, id: &str) -> Result<Option<WireAction>, StoreE
         status: ActionStatus::parse(&raw.status)
             .ok_or_else(|| StoreError::Corrupt(format!("status {:?}", raw.status)))?,
         web_url: raw.web_url,
+        form: raw.form.as_deref().map(serde_json::from_str).transpose()?,
     };
     let timeline = {
         let mut stmt = conn.prepare_cached(
@@ -953,6 +997,7 @@ mod tests {
             approvals_required: Some(2),
             expires_in_secs: Some(600),
             web_url: None,
+            form: None,
         }
     }
 
@@ -967,6 +1012,7 @@ mod tests {
             public_key: None,
             signature: None,
             payload: None,
+            answer: None,
         }
     }
 

@@ -179,6 +179,7 @@ impl Backend for OpenProtocol {
                 .signature
                 .is_some()
                 .then(|| crate::audit::decision_payload(d)),
+            answer: d.answer.clone(),
         };
         let request = self.authorized(self.client.post(&url)).json(&body);
         let answer = http::send(&url, &self.limits, request).await?;

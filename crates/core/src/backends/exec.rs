@@ -958,6 +958,7 @@ impl Backend for Exec {
                     .signature
                     .is_some()
                     .then(|| crate::audit::decision_payload(d)),
+                answer: d.answer.clone(),
             },
         });
         let value = self.call(&request).await?;
@@ -1092,6 +1093,7 @@ mod tests {
                     public_key: None,
                     signature: None,
                     payload: None,
+                    answer: None,
                 },
             }),
             ..Request::new("decide")

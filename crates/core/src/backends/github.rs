@@ -431,8 +431,10 @@ impl Backend for GitHub {
         let state = match d.verdict {
             Verdict::Approve => "approved",
             Verdict::Deny => "rejected",
+            // Deployment reviews have no options; the engine refuses `choose` before this.
+            Verdict::Choose => return Ok(super::hoop::choose_refused()),
         };
-        let proof = super::hoop::proof_reference(d);
+        let proof = crate::audit::proof_reference(d);
         // No idempotency key at GitHub: look before writing.
         let pending = self.pending(&id.repo, id.run_id).await?;
         let Some(ours) = pending.iter().find(|p| p.environment.id == Some(id.env_id)) else {
@@ -501,7 +503,7 @@ impl Backend for GitHub {
 
 /// The comment sent with a review: the reason, then the proof reference.
 fn comment(d: &Decision) -> String {
-    let proof = super::hoop::proof_reference(d);
+    let proof = crate::audit::proof_reference(d);
     let reason = d.reason.trim();
     if reason.is_empty() {
         proof
@@ -807,6 +809,7 @@ fn to_remote(
         reviews,
         status,
         web_url: Some(run.html_url.clone()),
+        form: None,
     };
     let external_id = ExternalId::format(repo, run.id, env_id);
     let timeline = timeline(&Facts {

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::http::{self, Answer};
 use super::{
@@ -176,6 +175,8 @@ impl Backend for Hoop {
         let target = match d.verdict {
             Verdict::Approve => STATUS_APPROVED,
             Verdict::Deny => STATUS_REJECTED,
+            // hoop reviews have no options; the engine refuses `choose` before this.
+            Verdict::Choose => return Ok(choose_refused()),
         };
         // No idempotency key at hoop: look before writing, so a retry after a lost answer
         // finds its own review recorded and does not apply it again.
@@ -191,7 +192,7 @@ impl Backend for Hoop {
         }
         let url = self.url(&format!("/reviews/{}", http::path_segment(id)));
         let body = match d.verdict {
-            Verdict::Approve => serde_json::json!({ "status": target }),
+            Verdict::Approve | Verdict::Choose => serde_json::json!({ "status": target }),
             Verdict::Deny => serde_json::json!({
                 "status": target,
                 "rejection_reason": rejection_reason(d),
@@ -429,21 +430,19 @@ fn time_window(window: &TimeWindow) -> String {
     }
 }
 
-/// The reference hoop keeps next to a rejection: the signing key's fingerprint and the
-/// start of the SHA-256 of the exact payload that key signed.
-pub fn proof_reference(d: &Decision) -> String {
-    let digest = Sha256::digest(crate::audit::decision_payload(d).as_bytes());
-    let hex = hex::encode(digest);
-    let key = d.key_fingerprint.as_deref().unwrap_or("unsigned");
-    format!("[countersign {key} payload-sha256:{}]", &hex[..12])
+/// The answer to a `choose` sent to a backend whose actions offer no options.
+pub(crate) fn choose_refused() -> DeliveryOutcome {
+    DeliveryOutcome::Rejected {
+        reason: "this request offers no options to choose from; approve or deny it".into(),
+    }
 }
 
 fn rejection_reason(d: &Decision) -> String {
     let reason = d.reason.trim();
     if reason.is_empty() {
-        proof_reference(d)
+        crate::audit::proof_reference(d)
     } else {
-        format!("{reason} {}", proof_reference(d))
+        format!("{reason} {}", crate::audit::proof_reference(d))
     }
 }
 
@@ -583,6 +582,7 @@ fn to_remote(
             "{web_base}/reviews/{}",
             http::path_segment(&review.id)
         )),
+        form: None,
     };
     let action = PendingAction::new(ActionKey::new(backend, &review.id), snapshot);
     RemoteAction {

@@ -24,8 +24,9 @@ use super::{
     ListOutcome, SyncCursor,
 };
 use crate::config::BackendConfig;
+use crate::form;
 use crate::model::{
-    ActionKey, ActionKind, ActionSnapshot, ActionStatus, Decision, Detail, EventSource,
+    ActionKey, ActionKind, ActionSnapshot, ActionStatus, Decision, Detail, EventSource, InputForm,
     PendingAction, RemoteAction, TimelineEvent, TimelineKind, Verdict,
 };
 
@@ -206,10 +207,25 @@ impl Prefect {
 
     /// The answer this decision sends, from the form and the backend's options.
     fn answer(&self, d: &Decision, schema: Option<&Value>) -> Map<String, Value> {
-        let mut input = schema.map(form_defaults).unwrap_or_default();
+        // The form's defaults, then what the person filled in (checked against the form
+        // by the engine), then what the verdict means (the configured or the form's own
+        // yes/no), then the reason with the proof reference.
+        let mut input: Map<String, Value> = schema
+            .map(|s| {
+                form::defaults(&InputForm {
+                    fields: form::fields_from_object_schema(s),
+                    ..InputForm::default()
+                })
+            })
+            .unwrap_or_default();
+        if let Some(answer) = &d.answer {
+            input.extend(answer.params.clone());
+        }
         let configured = match d.verdict {
             Verdict::Approve => self.approve_input.clone(),
             Verdict::Deny => self.deny_input.clone(),
+            // Prefect forms offer no options (the engine refuses `choose` for them).
+            Verdict::Choose => None,
         };
         let overlay = configured.unwrap_or_else(|| {
             let mut m = Map::new();
@@ -302,7 +318,7 @@ impl Backend for Prefect {
                 if let Some(stored) = self.input(id, &key).await? {
                     if stored
                         .to_string()
-                        .contains(&crate::backends::hoop::proof_reference(d))
+                        .contains(&crate::audit::proof_reference(d))
                     {
                         let action = self.enrich(run).await.ok().map(Box::new);
                         return Ok(DeliveryOutcome::Delivered { action });
@@ -473,72 +489,9 @@ fn field_type<'a>(schema: &'a Value, field: &str) -> Option<&'a str> {
     schema.get("properties")?.get(field)?.get("type")?.as_str()
 }
 
-/// The form's initial data: each property's `default`.
-fn form_defaults(schema: &Value) -> Map<String, Value> {
-    let mut out = Map::new();
-    if let Some(Value::Object(props)) = schema.get("properties") {
-        for (name, prop) in props {
-            if let Some(default) = prop.get("default") {
-                out.insert(name.clone(), default.clone());
-            }
-        }
-    }
-    out
-}
-
-/// `name: type = default` per property, in the form's `position` order, `*` if required.
-fn form_fields(schema: &Value) -> Vec<String> {
-    let Some(Value::Object(props)) = schema.get("properties") else {
-        return Vec::new();
-    };
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let mut fields: Vec<(i64, String)> = props
-        .iter()
-        .map(|(name, prop)| {
-            let ty = match prop.get("type") {
-                Some(Value::String(t)) => t.clone(),
-                Some(other) => other.to_string(),
-                None if prop.get("anyOf").is_some() => "any of".into(),
-                None if prop.get("$ref").is_some() || prop.get("allOf").is_some() => {
-                    "object".into()
-                }
-                None => "any".into(),
-            };
-            let ty = match prop.get("enum").and_then(Value::as_array) {
-                Some(values) => format!(
-                    "{ty} ({})",
-                    values
-                        .iter()
-                        .map(Value::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                ),
-                None => ty,
-            };
-            let mut line = format!("{name}: {ty}");
-            if let Some(default) = prop.get("default") {
-                line.push_str(&format!(" = {default}"));
-            } else if required.contains(&name.as_str()) {
-                line.push_str(" (required)");
-            }
-            let position = prop
-                .get("position")
-                .and_then(Value::as_i64)
-                .unwrap_or(i64::MAX);
-            (position, line)
-        })
-        .collect();
-    fields.sort();
-    fields.into_iter().map(|(_, l)| l).collect()
-}
-
 /// The free text sent with an answer: the reason, then the proof reference.
 fn reason_text(d: &Decision) -> String {
-    let proof = crate::backends::hoop::proof_reference(d);
+    let proof = crate::audit::proof_reference(d);
     let reason = d.reason.trim();
     if reason.is_empty() {
         proof
@@ -599,12 +552,6 @@ fn to_remote(
     if let Some(description) = &info.description {
         add("input description", description.clone());
     }
-    if let Some(schema) = &info.schema {
-        let fields = form_fields(schema);
-        if !fields.is_empty() {
-            add("input form", fields.join("\n"));
-        }
-    }
     if !run.tags.is_empty() {
         add("tags", run.tags.join(", "));
     }
@@ -637,6 +584,10 @@ fn to_remote(
             "{web_base}/runs/flow-run/{}",
             http::path_segment(&run.id)
         )),
+        form: info.schema.as_ref().map(|schema| InputForm {
+            fields: form::fields_from_object_schema(schema),
+            ..InputForm::default()
+        }),
     };
     RemoteAction {
         action: PendingAction::new(ActionKey::new(backend, &run.id), snapshot),
@@ -749,8 +700,17 @@ mod tests {
         );
         let get = |k: &str| s.details.iter().find(|d| d.key == k).unwrap().value.clone();
         assert_eq!(
-            get("input form"),
-            "approved: boolean (required)\nreason: string = \"\""
+            s.form
+                .as_ref()
+                .unwrap()
+                .fields
+                .iter()
+                .map(|f| (f.name.as_str(), f.field_type, f.required))
+                .collect::<Vec<_>>(),
+            [
+                ("approved", crate::model::FieldType::Boolean, true),
+                ("reason", crate::model::FieldType::Text, false)
+            ]
         );
         assert_eq!(get("input description"), "Ship **v2**?\nSecond line");
         assert_eq!(get("deployment"), "nightly");
@@ -799,6 +759,7 @@ mod tests {
             public_key: None,
             signature: None,
             delivery: crate::model::DeliveryState::Queued,
+            answer: None,
         }
     }
 

@@ -183,17 +183,34 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         // FULL: a decision acknowledged to the person survives power loss, not only a crash.
+        // Foreign keys are off while migrating: a migration that rebuilds a table (the
+        // only way to change a CHECK in SQLite) must drop the old one while other tables
+        // still point at it. Each migration proves the keys hold before it commits.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
         )
         .map_err(err)?;
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
+            let dangling: i64 = tx
+                .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            if dangling != 0 {
+                return Err(StoreError::Decode {
+                    path,
+                    column: "foreign keys",
+                    detail: format!("migration {} left {dangling} dangling references", i + 1),
+                });
+            }
             tx.pragma_update(None, "user_version", i as i64 + 1)
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(err)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -392,6 +409,10 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let details = serde_json::to_string(&s.details).unwrap_or_default();
         let reviews = serde_json::to_string(&s.reviews).unwrap_or_default();
+        let form = s
+            .form
+            .as_ref()
+            .map(|f| serde_json::to_string(f).unwrap_or_default());
         let now_s = format_millis(&now);
         let change = match &existing {
             Some((_, hash)) if *hash == action.snapshot_hash.0 => ActionChange::Unchanged,
@@ -404,8 +425,9 @@ impl Store {
                 .query_row(
                     "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,
                         requested_at, expires_at, resource, details_json, approvals_required,
-                        reviews_json, status, web_url, snapshot_hash, first_seen_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)
+                        reviews_json, status, web_url, snapshot_hash, first_seen_at, updated_at,
+                        form_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)
                      ON CONFLICT (backend_id, external_id) DO UPDATE SET
                         kind = excluded.kind, title = excluded.title, summary = excluded.summary,
                         requester = excluded.requester, requested_at = excluded.requested_at,
@@ -414,7 +436,7 @@ impl Store {
                         approvals_required = excluded.approvals_required,
                         reviews_json = excluded.reviews_json, status = excluded.status,
                         web_url = excluded.web_url, snapshot_hash = excluded.snapshot_hash,
-                        updated_at = excluded.updated_at
+                        updated_at = excluded.updated_at, form_json = excluded.form_json
                      RETURNING id",
                     params![
                         backend_id,
@@ -433,6 +455,7 @@ impl Store {
                         s.web_url,
                         action.snapshot_hash.0,
                         now_s,
+                        form,
                     ],
                     |r| r.get(0),
                 )
@@ -665,12 +688,30 @@ impl Store {
                 detail: format!("unknown status `{status_s}`"),
             })?,
             web_url: r.get(13).map_err(|e| self.err(e))?,
+            form: self.opt_json(r, 15, "actions.form_json")?,
         };
         Ok(PendingAction {
             key: ActionKey::new(get_s(0)?, get_s(1)?),
             snapshot,
             snapshot_hash: SnapshotHash(get_s(14)?),
         })
+    }
+
+    fn opt_json<T: serde::de::DeserializeOwned>(
+        &self,
+        r: &Row<'_>,
+        i: usize,
+        column: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = r.get(i).map_err(|e| self.err(e))?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::Decode {
+                path: self.path.clone(),
+                column,
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     fn json<T: serde::de::DeserializeOwned>(
@@ -731,10 +772,15 @@ impl Store {
         self.write(|tx| {
             let action_id = self.action_id(tx, &decision.action)?;
             let payload = audit::decision_payload(decision);
+            let answer = decision
+                .answer
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_default());
             tx.execute(
                 "INSERT INTO decisions (action_id, verdict, reason, decided_at, approver, snapshot_hash,
-                    idempotency_key, key_fingerprint, signature, public_key, payload, delivery_state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued')",
+                    idempotency_key, key_fingerprint, signature, public_key, payload, answer_json,
+                    delivery_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued')",
                 params![
                     action_id,
                     decision.verdict.as_str(),
@@ -747,6 +793,7 @@ impl Store {
                     decision.signature,
                     decision.public_key,
                     payload,
+                    answer,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -1052,6 +1099,7 @@ impl Store {
                 signature: r.get(10).map_err(|e| self.err(e))?,
                 public_key: r.get(13).map_err(|e| self.err(e))?,
                 delivery,
+                answer: self.opt_json(r, 14, "decisions.answer_json")?,
             },
         ))
     }
@@ -1059,14 +1107,14 @@ impl Store {
 
 const ACTION_SELECT: &str = "SELECT b.name, a.external_id, a.kind, a.title, a.summary, a.requester,
         a.requested_at, a.expires_at, a.resource, a.details_json, a.status, a.approvals_required,
-        a.reviews_json, a.web_url, a.snapshot_hash
+        a.reviews_json, a.web_url, a.snapshot_hash, a.form_json
     FROM actions a JOIN backends b ON b.id = a.backend_id";
 
 /// Columns read by `decision_from_row`, in its order.
 const DECISION_COLUMNS: &str = "d.id, b.name, a.external_id, d.verdict, d.reason, d.decided_at,
         d.approver, d.snapshot_hash, d.idempotency_key, d.key_fingerprint, d.signature,
-        d.delivery_state, d.delivery_detail, d.public_key";
-const DECISION_COLUMN_COUNT: usize = 14;
+        d.delivery_state, d.delivery_detail, d.public_key, d.answer_json";
+const DECISION_COLUMN_COUNT: usize = 15;
 const DECISION_FROM: &str = "FROM decisions d
     JOIN actions a ON a.id = d.action_id JOIN backends b ON b.id = a.backend_id";
 

@@ -126,4 +126,40 @@ BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
 CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
 BEGIN SELECT RAISE(ABORT, 'the audit chain is append-only'); END;
 "#,
+    // 3: forms and the `choose` verdict. SQLite cannot change a CHECK in place, so
+    // decisions is rebuilt (ids kept: the outbox and the audit chain point at them).
+    r#"
+CREATE TABLE decisions_v3 (
+    id              INTEGER PRIMARY KEY,
+    action_id       INTEGER NOT NULL REFERENCES actions(id),
+    verdict         TEXT NOT NULL CHECK (verdict IN ('approve', 'deny', 'choose')),
+    reason          TEXT NOT NULL,
+    decided_at      TEXT NOT NULL,
+    approver        TEXT NOT NULL,
+    snapshot_hash   TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    key_fingerprint TEXT,
+    signature       TEXT,
+    delivery_state  TEXT NOT NULL DEFAULT 'queued',
+    delivery_detail TEXT,
+    delivered_at    TEXT,
+    public_key      TEXT,
+    payload         TEXT,
+    -- Chosen options and filled-in fields (model::Answer), signed within `payload`.
+    answer_json     TEXT
+);
+INSERT INTO decisions_v3 (id, action_id, verdict, reason, decided_at, approver, snapshot_hash,
+        idempotency_key, key_fingerprint, signature, delivery_state, delivery_detail,
+        delivered_at, public_key, payload)
+    SELECT id, action_id, verdict, reason, decided_at, approver, snapshot_hash,
+        idempotency_key, key_fingerprint, signature, delivery_state, delivery_detail,
+        delivered_at, public_key, payload
+    FROM decisions;
+DROP TABLE decisions;
+ALTER TABLE decisions_v3 RENAME TO decisions;
+CREATE INDEX decisions_by_action ON decisions (action_id);
+
+-- The form a backend asks to be answered (model::InputForm), part of the snapshot.
+ALTER TABLE actions ADD COLUMN form_json TEXT;
+"#,
 ];

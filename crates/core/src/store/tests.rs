@@ -24,6 +24,7 @@ fn remote(id: &str, title: &str, events: &[(&str, &str)]) -> RemoteAction {
         reviews: vec![],
         status: ActionStatus::Pending,
         web_url: None,
+        form: None,
     };
     RemoteAction {
         action: PendingAction::new(ActionKey::new("prod", id), snapshot),
@@ -257,6 +258,7 @@ fn decision(key: &ActionKey, idem: &str, hash: &SnapshotHash) -> Decision {
         public_key: None,
         signature: None,
         delivery: DeliveryState::Queued,
+        answer: None,
     }
 }
 
@@ -324,4 +326,88 @@ fn backend_status_tracks_ok_and_degraded() {
     assert_eq!(s.last_error_code.as_deref(), Some("malformed"));
     assert_eq!(s.next_retry_at, Some(t(9)));
     assert_eq!(s.last_ok_at, Some(t(1)));
+}
+
+#[test]
+fn a_form_and_a_choice_round_trip_with_the_snapshot_and_the_decision() {
+    let (_dir, store) = file_store();
+    let mut r = remote("f1", "Pick a region", &[]);
+    r.action.snapshot.form = Some(crate::model::InputForm {
+        options: vec!["eu".into(), "us".into()],
+        multiple: false,
+        default_options: vec![],
+        fields: vec![],
+    });
+    r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot.clone());
+    store
+        .apply_remote("prod", std::slice::from_ref(&r), t(0))
+        .unwrap();
+    let key = r.action.key.clone();
+    assert_eq!(store.action(&key).unwrap().unwrap(), r.action);
+
+    let mut d = decision(&key, "k-choose", &r.action.snapshot_hash);
+    d.verdict = Verdict::Choose;
+    d.answer = Some(crate::model::Answer {
+        options: vec!["us".into()],
+        params: [("replicas".to_owned(), serde_json::json!(3))].into(),
+    });
+    store.record_decision(&d, &[], t(10)).unwrap();
+    assert_eq!(store.decisions(&key).unwrap(), [d.clone()]);
+    assert_eq!(store.due_deliveries(None, t(10)).unwrap()[0].decision, d);
+}
+
+/// A store written by the previous release (schema 2) opens with its decisions, their
+/// ids (the outbox and the audit chain point at them) and its chain intact.
+#[test]
+fn a_version_2_store_migrates_keeping_decision_ids_outbox_and_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+        for (i, sql) in schema::MIGRATIONS[..2].iter().enumerate() {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO backends (id, name, kind, url) VALUES (1, 'prod', 'countersign', 'x');
+             INSERT INTO actions (id, backend_id, external_id, kind, title, summary, requester,
+                 requested_at, resource, details_json, approvals_required, reviews_json, status,
+                 snapshot_hash, first_seen_at, updated_at)
+             VALUES (7, 1, 'a1', 'deployment', 'Deploy', '', 'rui', '2026-11-25T09:00:00.000Z',
+                 'api', '[]', 1, '[]', 'pending', 'aa', '2026-11-25T09:00:00.000Z',
+                 '2026-11-25T09:00:00.000Z');
+             INSERT INTO decisions (id, action_id, verdict, reason, decided_at, approver,
+                 snapshot_hash, idempotency_key, payload)
+             VALUES (42, 7, 'approve', 'ok', '2026-11-25T09:00:10.000Z', 'ana', 'aa', 'k1', '{}');
+             INSERT INTO outbox (decision_id, next_attempt_at)
+             VALUES (42, '2026-11-25T09:00:10.000Z');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let key = ActionKey::new("prod", "a1");
+    let decisions = store.decisions(&key).unwrap();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].idempotency_key, "k1");
+    assert_eq!(decisions[0].answer, None);
+    let due = store.due_deliveries(None, t(3600)).unwrap();
+    assert_eq!(due.len(), 1, "the outbox still points at decision 42");
+    assert_eq!(due[0].id, 42);
+    let conn = store.conn();
+    let fk_on: i64 = conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk_on, 1, "foreign keys are back on after migrating");
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'outbox'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(sql.contains("REFERENCES decisions(id)"), "{sql}");
 }
