@@ -1,11 +1,13 @@
 """Human-in-the-loop DAG for tests/backend_airflow.rs.
 
-One run asks two people-questions at once, so a single run yields two HITL steps:
+One run asks three people-questions at once, so a single run yields three HITL steps:
 - `approve_release` (ApprovalOperator): "Approve" lets `release` run, "Reject" skips it;
 - `choose_region` (HITLBranchOperator): pick one or more of "Deploy EU", "Deploy US",
   "Skip", with typed params `replicas` (integer) and `note` (string); the branch task of
   each chosen option runs and the others are skipped. `record_answer` reads the answer
-  Airflow handed downstream (XCom), so the test can see what the DAG itself received.
+  Airflow handed downstream (XCom), so the test can see what the DAG itself received;
+- `sign_off` (ApprovalOperator) assigned to another user only (`release-manager`), so
+  Airflow refuses anyone else's answer with 403.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ with DAG(
     )
     release = EmptyOperator(task_id="release")
     approve >> release
+
+    ApprovalOperator(
+        task_id="sign_off",
+        subject="Sign off the release notes",
+        assigned_users=[{"id": "release-manager", "name": "Rae"}],
+    )
 
     choose = HITLBranchOperator(
         task_id="choose_region",

@@ -1,6 +1,7 @@
 //! Approval backends. One module per kind behind one trait; adding a kind means one new
 //! module plus a line in [`build`].
 
+pub mod airflow;
 pub mod countersign;
 pub mod exec;
 pub mod github;
@@ -225,7 +226,7 @@ impl Default for Limits {
 #[derive(Debug, Error)]
 pub enum BuildError {
     #[error(
-        "backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec, github, prefect)"
+        "backend `{name}`: unknown kind `{kind}` (known: countersign, hoop, exec, github, prefect, airflow)"
     )]
     UnknownKind { name: String, kind: String },
     #[error("backend `{name}`: {detail}")]
@@ -251,6 +252,9 @@ pub fn build(
             config, token, limits,
         )?)),
         prefect::KIND => Ok(std::sync::Arc::new(prefect::Prefect::new(
+            config, token, limits,
+        )?)),
+        airflow::KIND => Ok(std::sync::Arc::new(airflow::Airflow::new(
             config, token, limits,
         )?)),
         other => Err(BuildError::UnknownKind {
