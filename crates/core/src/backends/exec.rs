@@ -561,6 +561,8 @@ fn decide_outcome(exec: &Exec, answer: DecideAnswer) -> Result<DeliveryOutcome, 
 
 /// The stream's capacity: a plugin that prints faster than the engine stores waits.
 const WATCH_CHANNEL: usize = 64;
+/// Longest wait for the rest of a dead watch's stderr.
+const STDERR_DRAIN: Duration = Duration::from_secs(2);
 
 /// What a watch task needs from its backend (the task outlives the `&self` borrow).
 struct WatchCtx {
@@ -713,45 +715,57 @@ async fn collect_tail(mut r: impl AsyncRead + Unpin, tail: Arc<Mutex<Vec<u8>>>) 
     }
 }
 
-/// Follows a watch process until it ends, fails, or nobody listens any more. Returns
-/// the error that ended it (`None` when the receiver went away).
+/// How following a watch ended.
+enum WatchEnd {
+    /// Nobody listens any more (the engine dropped the stream).
+    Unsubscribed,
+    /// The plugin closed its stdout (it exited, most likely).
+    Closed,
+    Failed(BackendError),
+}
+
+/// Follows a watch process until it ends, fails, or nobody listens any more.
 async fn follow_watch(
     ctx: &WatchCtx,
     stdout: tokio::process::ChildStdout,
     tx: &mpsc::Sender<Result<BackendEvent, BackendError>>,
-) -> Option<BackendError> {
+) -> WatchEnd {
     let mut lines = LineReader::new(stdout, ctx.max_line);
     loop {
         let next = tokio::select! {
-            _ = tx.closed() => return None,
+            _ = tx.closed() => return WatchEnd::Unsubscribed,
             next = tokio::time::timeout(ctx.idle, lines.next_line()) => next,
         };
         let line = match next {
             Err(_) => {
-                return Some(BackendError::Timeout {
+                return WatchEnd::Failed(BackendError::Timeout {
                     url: format!("{} (watch)", ctx.label),
                     secs: ctx.idle.as_secs(),
                 })
             }
             Ok(Err(ReadError::TooLarge)) => {
-                return Some(BackendError::TooLarge {
+                return WatchEnd::Failed(BackendError::TooLarge {
                     url: format!("{} (watch)", ctx.label),
                     limit: ctx.max_line,
                 })
             }
             Ok(Err(ReadError::Io(e))) => {
-                return Some(BackendError::Unreachable {
+                return WatchEnd::Failed(BackendError::Unreachable {
                     url: ctx.label.clone(),
                     detail: format!("cannot read its watch output: {e}"),
                 })
             }
             // The exit status and stderr are added by the caller.
-            Ok(Ok(None)) => return Some(BackendError::NotFound(String::new())),
+            Ok(Ok(None)) => return WatchEnd::Closed,
             Ok(Ok(Some(line))) => line,
         };
         let text = match std::str::from_utf8(&line) {
             Ok(t) => t.trim(),
-            Err(e) => return Some(ctx.malformed("(watch)", format!("a line is not UTF-8: {e}"))),
+            Err(e) => {
+                return WatchEnd::Failed(
+                    ctx.malformed("(watch)", format!("a line is not UTF-8: {e}")),
+                )
+            }
         };
         if text.is_empty() {
             continue;
@@ -760,14 +774,14 @@ async fn follow_watch(
             Ok(WatchLine::Alive) => {}
             Ok(WatchLine::Event(event)) => {
                 if tx.send(Ok(event)).await.is_err() {
-                    return None;
+                    return WatchEnd::Unsubscribed;
                 }
             }
             Err(WatchLineError::Malformed(field, detail)) => {
-                return Some(ctx.malformed(field, detail))
+                return WatchEnd::Failed(ctx.malformed(field, detail))
             }
             Err(WatchLineError::Plugin(error)) => {
-                return Some(plugin_error(&ctx.label, &error, ""))
+                return WatchEnd::Failed(plugin_error(&ctx.label, &error, ""))
             }
         }
     }
@@ -814,38 +828,49 @@ impl Exec {
             // anything it started, must not outlive its stream.
             group.kill();
             drop(stdin);
-            let Some(error) = ended else {
+            if matches!(ended, WatchEnd::Unsubscribed) {
+                if let Some(task) = stderr_task {
+                    task.abort();
+                }
                 let _ = child.wait().await;
                 return;
-            };
+            }
             let status = child.wait().await.ok();
-            // Every writer of stderr is dead, so its end comes promptly.
-            if let Some(task) = stderr_task {
-                let _ = task.await;
+            // The group is dead, so stderr normally ends at once; a grandchild that left
+            // the group could hold it open, hence the bound.
+            if let Some(mut task) = stderr_task {
+                if tokio::time::timeout(STDERR_DRAIN, &mut task).await.is_err() {
+                    task.abort();
+                }
             }
             let tail = {
                 let t = tail.lock().unwrap_or_else(|p| p.into_inner());
                 String::from_utf8_lossy(&t).trim().to_owned()
             };
-            let error = match error {
+            let error = match ended {
+                WatchEnd::Unsubscribed => return,
                 // The plugin closed its stdout: say how it ended.
-                BackendError::NotFound(_) => BackendError::Unreachable {
+                WatchEnd::Closed => BackendError::Unreachable {
                     url: ctx.label.clone(),
                     detail: match status {
                         Some(status) => format!("watch ended: {}", exit_detail(&status, &tail)),
                         None => format!("watch ended{}", quoted_stderr(&tail)),
                     },
                 },
-                BackendError::Malformed { url, field, detail } => BackendError::Malformed {
-                    url,
-                    field,
-                    detail: format!("{detail}{}", quoted_stderr(&tail)),
-                },
-                BackendError::Unreachable { url, detail } => BackendError::Unreachable {
-                    url,
-                    detail: format!("{detail}{}", quoted_stderr(&tail)),
-                },
-                other => other,
+                WatchEnd::Failed(BackendError::Malformed { url, field, detail }) => {
+                    BackendError::Malformed {
+                        url,
+                        field,
+                        detail: format!("{detail}{}", quoted_stderr(&tail)),
+                    }
+                }
+                WatchEnd::Failed(BackendError::Unreachable { url, detail }) => {
+                    BackendError::Unreachable {
+                        url,
+                        detail: format!("{detail}{}", quoted_stderr(&tail)),
+                    }
+                }
+                WatchEnd::Failed(other) => other,
             };
             let _ = tx.send(Err(error)).await;
         });
