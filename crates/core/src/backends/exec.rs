@@ -1228,6 +1228,56 @@ mod tests {
             other => panic!("{other}"),
         }
     }
+    #[test]
+    fn a_form_comes_in_and_a_choice_goes_out_with_its_answer() {
+        let mut v = action_json();
+        v["form"] = json!({"options": ["eu", "us"], "fields": [
+            {"name": "ticket", "label": "Ticket", "field_type": "text", "required": true}]});
+        let remote = decode_action("plug", "action", &v).unwrap();
+        let form = remote
+            .action
+            .snapshot
+            .form
+            .clone()
+            .expect("the form is kept");
+        assert_eq!(form.options, ["eu", "us"]);
+        assert_eq!(form.fields[0].field_type, crate::model::FieldType::Text);
+        let plain = decode_action("plug", "action", &action_json()).unwrap();
+        assert_ne!(
+            remote.action.snapshot_hash, plain.action.snapshot_hash,
+            "the form is part of what is decided on"
+        );
+
+        let answer = crate::model::Answer {
+            options: vec!["eu".into()],
+            params: [("ticket".to_owned(), json!("CHG-7"))].into(),
+        };
+        let request = Request {
+            decision: Some(PluginDecision {
+                id: "req-1",
+                body: DecisionBody {
+                    verdict: crate::model::Verdict::Choose,
+                    reason: String::new(),
+                    snapshot_hash: remote.action.snapshot_hash.clone(),
+                    decided_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+                    approver: "ana".into(),
+                    idempotency_key: "cs-2".into(),
+                    public_key: None,
+                    signature: None,
+                    payload: None,
+                    answer: Some(answer),
+                },
+            }),
+            ..Request::new("decide")
+        };
+        let v = serde_json::to_value(&request).unwrap();
+        assert_eq!(v["decision"]["verdict"], "choose");
+        assert_eq!(
+            v["decision"]["answer"],
+            json!({"options": ["eu"], "params": {"ticket": "CHG-7"}})
+        );
+    }
+
     fn watching(script: &str, idle_secs: u64, max_event_bytes: usize) -> Exec {
         let config = BackendConfig {
             name: "sh".into(),
