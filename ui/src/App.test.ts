@@ -294,6 +294,73 @@ describe("decide", () => {
   });
 });
 
+describe("forms", () => {
+  const form = {
+    options: ["Deploy EU", "Deploy US", "Skip"],
+    multiple: false,
+    default_options: ["Skip"],
+    fields: [
+      { name: "replicas", label: "Replicas", description: "How many <b>pods</b>", field_type: "integer" as const, choices: [], required: true },
+      { name: "dry_run", label: "Dry run", description: "", field_type: "boolean" as const, choices: [], required: false, default: false },
+    ],
+  };
+
+  it("a step with options is answered by choosing: options and typed fields go with the decision", async () => {
+    const shell = new FakeShell();
+    shell.actions = [action("h-1", { kind: "hitl_step", form })];
+    await start(shell);
+    await open("h-1");
+    expect(q(tid("approve"))).toBeNull();
+    expect(q(tid("deny"))).toBeNull();
+    const options = qa(tid("form-option"));
+    expect(options.map((o) => o.dataset["option"])).toEqual(["Deploy EU", "Deploy US", "Skip"]);
+    const input = (i: number): HTMLInputElement | null => options[i]?.querySelector("input") ?? null;
+    expect(input(2)?.checked).toBe(true);
+    // Backend text stays text.
+    expect(q(`${tid("form-field")}[data-field="replicas"] .desc`)?.textContent).toBe("How many <b>pods</b>");
+    expect(q(`${tid("form-field")} b`)).toBeNull();
+
+    input(1)?.click();
+    const replicas = q("#form-field-replicas") as HTMLInputElement;
+    replicas.value = "three";
+    replicas.dispatchEvent(new Event("input", { bubbles: true }));
+    flushSync();
+    q(tid("choose"))?.click();
+    flushSync();
+    expect(q(`${tid("form-field")}[data-field="replicas"] .error`)?.textContent).toBe("Must be a whole number.");
+    expect(decideCalls(shell)).toHaveLength(0);
+
+    replicas.value = "3";
+    replicas.dispatchEvent(new Event("input", { bubbles: true }));
+    (q("#form-field-dry_run") as HTMLInputElement).click();
+    flushSync();
+    q(tid("choose"))?.click();
+    await waitFor(() => { expect(decideCalls(shell)).toHaveLength(1); });
+    expect(decideCalls(shell)[0]).toEqual({
+      action: key("h-1"),
+      verdict: "choose",
+      reason: "",
+      seen_snapshot_hash: "hash-h-1-1",
+      answer: { options: ["Deploy US"], params: { replicas: 3, dry_run: true } },
+    });
+  });
+
+  it("a form with fields only keeps approve and deny, and sends the fields with them", async () => {
+    const shell = new FakeShell();
+    shell.actions = [action("p-1", { kind: "flow_run", form: { ...form, options: [], default_options: [] } })];
+    await start(shell);
+    await open("p-1");
+    expect(q(tid("choose"))).toBeNull();
+    const replicas = q("#form-field-replicas") as HTMLInputElement;
+    replicas.value = "5";
+    replicas.dispatchEvent(new Event("input", { bubbles: true }));
+    flushSync();
+    q(tid("approve"))?.click();
+    await waitFor(() => { expect(decideCalls(shell)).toHaveLength(1); });
+    expect(decideCalls(shell)[0]?.answer).toEqual({ options: [], params: { replicas: 5, dry_run: false } });
+  });
+});
+
 describe("audit export", () => {
   it("exports through the shell and says where, how many entries and signatures", async () => {
     const shell = new FakeShell();

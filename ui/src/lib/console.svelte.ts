@@ -9,6 +9,8 @@
  *   only *offered* (`snapshotChanged`) and swapped in by `showLatest()`, so the fields
  *   the person is reading never change under them.
  * - A decision always carries the hash of the snapshot on screen (`detail.shown`).
+ * - A form's draft (chosen options, typed fields) belongs to the form on screen: it is
+ *   kept when a newer snapshot has the same form and started afresh when it has not.
  */
 import type {
   ActionKey,
@@ -25,6 +27,7 @@ import type {
 import type { Api } from "./api.ts";
 import { coalesce } from "./coalesce.ts";
 import { sameKey, touches } from "./model.ts";
+import { answerFor, hasErrors, initialDraft, toggleOption, type FormDraft } from "./form.ts";
 import { describeError, describeReport, STALE_CODE, type ResultText } from "./results.ts";
 
 /** At most one re-read per this many milliseconds, however many events arrive. */
@@ -78,6 +81,11 @@ export class ConsoleState {
   refusal = $state<Refusal | null>(null);
   /** A decision on the open action was recorded: no second one from this view. */
   decided = $state(false);
+  /** What is filled in on the open action's form, if it has one. */
+  draft = $state<FormDraft | null>(null);
+  /** Field name ("" for the options) → what keeps the answer from being sent. */
+  formErrors = $state<Record<string, string>>({});
+  #draftForm = "";
 
   snapshotChanged = $derived(
     this.detail !== null && this.detail.latest.snapshot_hash !== this.detail.shown.snapshot_hash,
@@ -191,6 +199,7 @@ export class ConsoleState {
     if (res.status === "ok") {
       const { action, timeline, decisions } = res.data;
       this.detail = { key, shown: action, latest: action, timeline, decisions };
+      this.#showForm(action);
     } else {
       this.detailError = res.error;
     }
@@ -220,6 +229,34 @@ export class ConsoleState {
   showLatest(): void {
     if (this.detail === null) return;
     this.detail.shown = this.detail.latest;
+    this.#showForm(this.detail.shown);
+  }
+
+  #showForm(action: PendingAction_Serialize): void {
+    const form = action.form ?? null;
+    const text = JSON.stringify(form);
+    if (text === this.#draftForm && this.draft !== null) return;
+    this.#draftForm = text;
+    this.draft = form === null ? null : initialDraft(form);
+    this.formErrors = {};
+  }
+
+  toggleOption(option: string): void {
+    const form = this.detail?.shown.form;
+    if (!form || this.draft === null) return;
+    this.draft = toggleOption(form, this.draft, option);
+    this.formErrors = Object.fromEntries(Object.entries(this.formErrors).filter(([k]) => k !== ""));
+  }
+
+  setField(name: string, value: string): void {
+    if (this.draft === null) return;
+    this.draft.values[name] = value;
+    this.formErrors = Object.fromEntries(Object.entries(this.formErrors).filter(([k]) => k !== name));
+  }
+
+  /** Steps that offer options are answered by choosing, not by approve or deny. */
+  get offersOptions(): boolean {
+    return (this.detail?.shown.form?.options.length ?? 0) > 0;
   }
 
   /** The last audit export: where it went, or what went wrong. */
@@ -269,6 +306,14 @@ export class ConsoleState {
     const detail = this.detail;
     if (detail === null || this.deciding !== null || this.decided) return;
     if (verdict === "deny" && !this.canDeny) return;
+    const form = detail.shown.form ?? null;
+    let answer = null;
+    if (form !== null && this.draft !== null) {
+      const checked = answerFor(form, this.draft, verdict);
+      this.formErrors = checked.errors;
+      if (hasErrors(checked)) return;
+      answer = checked.answer;
+    }
     const key = detail.key;
     this.deciding = verdict;
     this.result = null;
@@ -281,6 +326,7 @@ export class ConsoleState {
         verdict,
         reason: this.reason.trim(),
         seen_snapshot_hash: detail.shown.snapshot_hash,
+        ...(answer === null ? {} : { answer }),
       });
     } catch (e) {
       res = { status: "error" as const, error: thrownError(e) };
@@ -298,6 +344,7 @@ export class ConsoleState {
         // Ask again on what is true now: the next decision binds this snapshot.
         detail.shown = current;
         detail.latest = current;
+        this.#showForm(current);
       }
     } else {
       this.result = describeError(res.error);
@@ -312,5 +359,8 @@ export class ConsoleState {
     this.result = null;
     this.refusal = null;
     this.decided = false;
+    this.draft = null;
+    this.formErrors = {};
+    this.#draftForm = "";
   }
 }

@@ -17,7 +17,7 @@ export interface ResultText {
 /** A successful `decide` call: the decision is recorded; where does delivery stand? */
 export function describeReport(report: DecisionReport_Serialize): ResultText {
   const { decision } = report;
-  const verb = decision.verdict === "approve" ? "Approval" : "Denial";
+  const verb = decision.verdict === "approve" ? "Approval" : decision.verdict === "choose" ? "Choice" : "Denial";
   const backend = decision.action.backend;
   switch (decision.delivery.state) {
     case "delivered":
