@@ -438,6 +438,28 @@ async fn airflow_hitl_steps_are_listed_approved_denied_and_chosen() {
         "{answer}"
     );
     assert_eq!(airflow.await_final("run-yes", "release").await, "success");
+    // The answer is in the action's history, from Airflow's own record.
+    let show: Value =
+        serde_json::from_str(&env.ok(&["show", &key("run-yes", "approve_release"), "--json"]))
+            .unwrap();
+    assert_eq!(show["action"]["status"], "approved", "{show}");
+    let timeline = show["timeline"].as_array().unwrap();
+    assert!(
+        timeline.iter().any(|e| e["source"] == "backend"
+            && e["kind"] == "approved"
+            && e["actor"] == USER
+            && e["text"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Answered: Approve (countersign_proof=[countersign ")),
+        "{show}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["source"] == "backend" && e["text"] == "Task try 1 started"),
+        "{show}"
+    );
     assert_eq!(
         airflow.await_final("run-yes", "approve_release").await,
         "success"

@@ -347,14 +347,18 @@ impl Airflow {
         };
         let url = self.url(&format!("{}?update_mask=note", id.ti_path()));
         let body = serde_json::json!({ "note": note });
-        if let Ok(answer) = self.send(Method::PATCH, &url, Some(&body)).await {
-            if !answer.status.is_success() {
-                tracing::warn!(
-                    backend = %self.name,
-                    status = answer.status.as_u16(),
-                    "could not write the proof into the task instance note"
-                );
-            }
+        match self.send(Method::PATCH, &url, Some(&body)).await {
+            Ok(answer) if answer.status.is_success() => {}
+            Ok(answer) => tracing::warn!(
+                backend = %self.name,
+                status = answer.status.as_u16(),
+                "could not write the proof into the task instance note"
+            ),
+            Err(e) => tracing::warn!(
+                backend = %self.name,
+                error = %e,
+                "could not write the proof into the task instance note"
+            ),
         }
     }
 
