@@ -113,6 +113,7 @@ fn configured(path: &Path, name: &str) -> Result<BackendConfig, CliError> {
         .unwrap_or(Config {
             approver: None,
             backends: Vec::new(),
+            notifications: Default::default(),
         });
     config
         .backends

@@ -4,6 +4,7 @@
 mod backend_admin;
 mod console;
 mod inbox;
+mod notify;
 mod render;
 
 use std::path::PathBuf;
@@ -99,6 +100,8 @@ enum Command {
     },
     /// Live inbox: refreshes as requests arrive; decide from its prompt.
     Inbox,
+    /// Sync and raise native notifications (answerable) until Ctrl-C; no window needed.
+    Notify,
     /// The decision signing key (kept only in the OS keyring).
     Key {
         #[command(subcommand)]
@@ -305,6 +308,7 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
             allowed_signers,
             excerpt,
         } => return verify(g, csv, allowed_signers, excerpt).await,
+        Command::Notify => notify::run(g).await?,
         Command::Inbox => {
             let console = Console::open(g, Embedded::Demo).await?;
             inbox::run(&console).await?;

@@ -22,6 +22,39 @@ pub struct Config {
     pub approver: Option<String>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
+    /// `[notifications]`: native notifications and the tray (read by `countersign-notify`).
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
+}
+
+/// `[notifications]`: which new actions raise a native notification, and how the
+/// window behaves around the tray. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Raise notifications at all (default true).
+    pub enabled: bool,
+    /// Backends whose new actions never raise a notification.
+    pub muted_backends: Vec<String>,
+    /// Do not disturb until this time (RFC 3339, e.g. `"2026-11-25T18:00:00Z"`).
+    pub dnd_until: Option<String>,
+    /// Reason sent when Deny is pressed on a notification. Without one, Deny opens the
+    /// window to ask for a reason.
+    pub default_deny_reason: Option<String>,
+    /// Closing the window keeps the app running in the tray (default true).
+    pub close_to_tray: bool,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            muted_backends: Vec::new(),
+            dnd_until: None,
+            default_deny_reason: None,
+            close_to_tray: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
