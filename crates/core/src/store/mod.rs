@@ -399,11 +399,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(i64, ActionChange), StoreError> {
         let s = &action.snapshot;
-        let existing: Option<(i64, String)> = tx
+        let existing: Option<(i64, String, String)> = tx
             .query_row(
-                "SELECT id, snapshot_hash FROM actions WHERE backend_id = ?1 AND external_id = ?2",
+                "SELECT id, snapshot_hash, status FROM actions
+                 WHERE backend_id = ?1 AND external_id = ?2",
                 params![backend_id, action.key.external_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(|e| self.err(e))?;
@@ -415,12 +416,19 @@ impl Store {
             .map(|f| serde_json::to_string(f).unwrap_or_default());
         let now_s = format_millis(&now);
         let change = match &existing {
-            Some((_, hash)) if *hash == action.snapshot_hash.0 => ActionChange::Unchanged,
+            // The status is compared too: the engine closes an action it no longer sees
+            // listed (`set_status`) without a new snapshot, and a backend that lists it
+            // again, unchanged, must reopen it.
+            Some((_, hash, status))
+                if *hash == action.snapshot_hash.0 && status == s.status.as_str() =>
+            {
+                ActionChange::Unchanged
+            }
             Some(_) => ActionChange::Updated,
             None => ActionChange::Created,
         };
         let id = match existing {
-            Some((id, _)) if change == ActionChange::Unchanged => id,
+            Some((id, _, _)) if change == ActionChange::Unchanged => id,
             _ => tx
                 .query_row(
                     "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,

@@ -411,3 +411,26 @@ fn a_version_2_store_migrates_keeping_decision_ids_outbox_and_chain() {
         .unwrap();
     assert!(sql.contains("REFERENCES decisions(id)"), "{sql}");
 }
+
+#[test]
+fn an_action_closed_locally_reopens_when_listed_again_unchanged() {
+    let (_dir, store) = file_store();
+    let r = remote("c1", "Deploy", &[]);
+    store
+        .apply_remote("prod", std::slice::from_ref(&r), t(0))
+        .unwrap();
+    let key = r.action.key.clone();
+    let gone = TimelineEvent::local(t(5), TimelineKind::Cancelled, None, "left the list");
+    store
+        .set_status(&key, ActionStatus::Cancelled, &gone, t(5))
+        .unwrap();
+    assert_eq!(
+        store.action(&key).unwrap().unwrap().snapshot.status,
+        ActionStatus::Cancelled
+    );
+    let changes = store
+        .apply_remote("prod", std::slice::from_ref(&r), t(10))
+        .unwrap();
+    assert_eq!(changes[0].change, ActionChange::Updated);
+    assert_eq!(store.action(&key).unwrap().unwrap(), r.action);
+}
