@@ -14,6 +14,7 @@ const COMMANDS: &[&str] = &[
     "open_in_browser",
     "export_audit",
     "app_info",
+    "notification_status",
 ];
 
 fn main() {

@@ -99,3 +99,12 @@ pub async fn export_audit(
 pub fn app_info(state: State<'_, AppState>) -> Result<AppInfo, ApiError> {
     state.info()
 }
+
+/// Whether native notifications can be shown (the header says when they cannot).
+#[tauri::command]
+#[specta::specta]
+pub fn notification_status(
+    state: State<'_, AppState>,
+) -> Result<countersign_notify::NotificationStatus, ApiError> {
+    state.notification_status()
+}

@@ -7,15 +7,22 @@
 //! On start the shell opens the engine like the CLI does (config file, or the embedded
 //! demo server when there is none), starts one sync task per backend, and forwards the
 //! engine's change broadcast to the window as the `changed` event.
+//!
+//! Native notifications (`countersign-notify`) start with the engine: their Open brings
+//! the window forward and sends `open-action`; the tray (`tray`) shows the pending count.
 
 mod commands;
 mod state;
+mod tray;
 
 use std::sync::Arc;
 
 use countersign_core::api::ApiError;
+use countersign_core::config::{self, Config, NotificationsConfig};
+use countersign_core::model::ActionKey;
 use countersign_core::shutdown;
 use countersign_core::sync::Change;
+use countersign_notify::{NotificationStatus, Notifier, OpenAction as OpenCallback, Settings};
 use countersign_server::launch::{self, Embedded, Paths};
 use serde::Serialize;
 use tauri::Manager;
@@ -26,6 +33,17 @@ use state::{AppInfo, AppState, Running};
 /// Something changed in the store: re-read what is on screen.
 #[derive(Debug, Clone, Serialize, specta::Type, tauri_specta::Event)]
 pub struct Changed(pub Change);
+
+/// Open this action: a notification's Open (or body click, or Deny without a default
+/// reason). The window is already brought forward; it selects the action.
+#[derive(Debug, Clone, Serialize, specta::Type, tauri_specta::Event)]
+pub struct OpenAction {
+    pub key: ActionKey,
+}
+
+/// Native notifications became available or unavailable.
+#[derive(Debug, Clone, Serialize, specta::Type, tauri_specta::Event)]
+pub struct NotificationStatusChanged(pub NotificationStatus);
 
 /// The typed IPC surface: every command and event the window uses.
 pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
@@ -38,8 +56,13 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             commands::open_in_browser,
             commands::export_audit,
             commands::app_info,
+            commands::notification_status,
         ])
-        .events(tauri_specta::collect_events![Changed])
+        .events(tauri_specta::collect_events![
+            Changed,
+            OpenAction,
+            NotificationStatusChanged
+        ])
 }
 
 /// Where the generated TypeScript lives, relative to the repository root.
@@ -70,10 +93,30 @@ pub fn run() {
         // Reopens the window where and as large as the person left it.
         .plugin(tauri_plugin_window_state::Builder::default().build())
         .invoke_handler(bindings.invoke_handler())
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                let to_tray = matches!(
+                    window.try_state::<AppState>().as_deref(),
+                    Some(AppState::Running(r)) if r.close_to_tray
+                );
+                // Only with a tray to come back from.
+                if to_tray && tray::exists(window.app_handle()) {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
         .setup(move |app| {
             bindings.mount_events(app);
             let state = tauri::async_runtime::block_on(start_engine(app.handle().clone()));
+            let engine = state.engine().ok().cloned();
             app.manage(state);
+            if let Some(engine) = engine {
+                // A desktop without a tray is no reason not to start.
+                if let Err(e) = tray::build(app.handle(), engine) {
+                    tracing::warn!("no tray icon: {e}");
+                }
+            }
             Ok(())
         })
         .run(tauri::generate_context!())
@@ -83,8 +126,8 @@ pub fn run() {
 /// Opens the engine, starts syncing and forwards changes to the window. A failure is
 /// kept as the app's state so the window can say what is wrong.
 async fn start_engine(app: tauri::AppHandle) -> AppState {
-    let launched = match launch::open(&Paths::from_env(), Embedded::Demo, chrono::Utc::now()).await
-    {
+    let paths = Paths::from_env();
+    let launched = match launch::open(&paths, Embedded::Demo, chrono::Utc::now()).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot start the engine: {e}");
@@ -93,6 +136,18 @@ async fn start_engine(app: tauri::AppHandle) -> AppState {
     };
     let engine = Arc::new(launched.engine);
     let (trigger, listener) = shutdown::channel();
+    let notifications = notifications_config(&paths);
+    let (settings, warnings) = Settings::from_config(&notifications);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let notifier = Notifier::spawn(
+        engine.clone(),
+        settings,
+        open_callback(app.clone()),
+        listener.clone(),
+    );
+    forward_notification_status(app.clone(), &notifier);
     engine.spawn_sync(&listener);
     let mut changes = engine.changes();
     tauri::async_runtime::spawn(async move {
@@ -115,9 +170,46 @@ async fn start_engine(app: tauri::AppHandle) -> AppState {
             data_dir: launched.data_dir.display().to_string(),
         },
         engine,
+        notifier,
+        close_to_tray: notifications.close_to_tray,
         _server: launched.server,
         _sync: trigger,
     })
+}
+
+/// The `[notifications]` table; defaults without a config file. A config that does not
+/// parse has already stopped the engine, so its error is not repeated here.
+fn notifications_config(paths: &Paths) -> NotificationsConfig {
+    let Some(path) = paths.config.clone().or_else(config::default_config_path) else {
+        return NotificationsConfig::default();
+    };
+    match Config::load(&path) {
+        Ok(Some(c)) => c.notifications,
+        Ok(None) => NotificationsConfig::default(),
+        Err(e) => {
+            tracing::warn!("notifications use their defaults: {e}");
+            NotificationsConfig::default()
+        }
+    }
+}
+
+/// A notification's Open: bring the window forward and have it select the action.
+fn open_callback(app: tauri::AppHandle) -> OpenCallback {
+    Arc::new(move |key: ActionKey| {
+        tray::show_window(&app);
+        let _ = OpenAction { key }.emit(&app);
+    })
+}
+
+/// Tells the window (header) whenever notifications become (un)available.
+fn forward_notification_status(app: tauri::AppHandle, notifier: &Notifier) {
+    let mut status = notifier.status_changes();
+    tauri::async_runtime::spawn(async move {
+        while status.changed().await.is_ok() {
+            let current = status.borrow_and_update().clone();
+            let _ = NotificationStatusChanged(current).emit(&app);
+        }
+    });
 }
 
 #[cfg(test)]

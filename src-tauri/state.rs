@@ -6,6 +6,7 @@ use std::sync::Arc;
 use countersign_core::api::ApiError;
 use countersign_core::shutdown::ShutdownTrigger;
 use countersign_core::Engine;
+use countersign_notify::{NotificationStatus, Notifier};
 use countersign_server::RunningServer;
 use serde::Serialize;
 
@@ -20,6 +21,10 @@ pub struct AppInfo {
 pub struct Running {
     pub engine: Arc<Engine>,
     pub info: AppInfo,
+    /// Native notifications you can answer (see `countersign-notify`).
+    pub notifier: Notifier,
+    /// Closing the window hides it to the tray (`[notifications] close_to_tray`).
+    pub close_to_tray: bool,
     /// Kept so the embedded server and the sync tasks live as long as the app.
     pub _server: Option<RunningServer>,
     pub _sync: ShutdownTrigger,
@@ -36,6 +41,13 @@ impl AppState {
     pub fn engine(&self) -> Result<&Arc<Engine>, ApiError> {
         match self {
             Self::Running(r) => Ok(&r.engine),
+            Self::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    pub fn notification_status(&self) -> Result<NotificationStatus, ApiError> {
+        match self {
+            Self::Running(r) => Ok(r.notifier.status()),
             Self::Failed(e) => Err(e.clone()),
         }
     }

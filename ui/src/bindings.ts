@@ -27,11 +27,15 @@ export const commands = {
 	exportAudit: () => typedError<ExportReport | null, ApiError_Serialize>(__TAURI_INVOKE("export_audit")),
 	/**  Who is deciding, and whether this is the embedded demo. */
 	appInfo: () => typedError<AppInfo, ApiError_Serialize>(__TAURI_INVOKE("app_info")),
+	/**  Whether native notifications can be shown (the header says when they cannot). */
+	notificationStatus: () => typedError<NotificationStatus, ApiError_Serialize>(__TAURI_INVOKE("notification_status")),
 };
 
 /** Events */
 export const events = {
 	changed: makeEvent<Changed, Changed>("changed"),
+	notificationStatusChanged: makeEvent<NotificationStatusChanged, NotificationStatusChanged>("notification-status-changed"),
+	openAction: makeEvent<OpenAction, OpenAction>("open-action"),
 };
 
 /* Types */
@@ -492,6 +496,24 @@ export type InputForm_Serialize = {
 	multiple: boolean,
 	default_options: string[],
 	fields: FormField_Serialize[],
+};
+
+/**  Whether notifications can be shown, for the window's header and `countersign notify`. */
+export type NotificationStatus = {
+	available: boolean,
+	/**  The server's name and version, or why notifications are unavailable. */
+	detail: string,
+};
+
+/**  Native notifications became available or unavailable. */
+export type NotificationStatusChanged = NotificationStatus;
+
+/**
+ *  Open this action: a notification's Open (or body click, or Deny without a default
+ *  reason). The window is already brought forward; it selects the action.
+ */
+export type OpenAction = {
+	key: ActionKey,
 };
 
 /**  An action as the engine knows it: its key, what a person sees, and the hash of that. */

@@ -160,6 +160,10 @@ export class FakeShell {
         this.calls.push({ name: "appInfo" });
         return Promise.resolve(ok(this.info));
       },
+      notificationStatus: () => {
+        this.calls.push({ name: "notificationStatus" });
+        return Promise.resolve(ok({ available: true, detail: "test notification server" }));
+      },
     };
     return {
       commands,
