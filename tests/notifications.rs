@@ -290,6 +290,11 @@ impl Drop for Notify {
 /// A CLI and the reference server it syncs with. `signed`: the server accepts only
 /// decisions signed by this CLI's key for [`APPROVER`] (its allowed_signers).
 fn setup(bus: &TestBus, signed: bool) -> (CliEnv, ServerProcess) {
+    setup_with(bus, signed, "")
+}
+
+/// [`setup`] with more config text appended (a `[notifications]` table).
+fn setup_with(bus: &TestBus, signed: bool, extra: &str) -> (CliEnv, ServerProcess) {
     let env = CliEnv::new();
     env.write_config(&format!("approver = \"{APPROVER}\"\n"));
     let state = env.dir.path().join("server.db");
@@ -313,7 +318,7 @@ fn setup(bus: &TestBus, signed: bool) -> (CliEnv, ServerProcess) {
     };
     env.write_config(&format!(
         "approver = \"{APPROVER}\"\n[[backend]]\nname = \"prod\"\nkind = \"countersign\"\n\
-         url = \"{}\"\ntoken_env = \"PROD_TOKEN\"\n",
+         url = \"{}\"\ntoken_env = \"PROD_TOKEN\"\n{extra}",
         server.url()
     ));
     (env, server)
@@ -528,4 +533,57 @@ async fn approve_on_a_notification_of_a_changed_action_approves_nothing_and_says
     let on_server = producer.get("db-5").await;
     assert_eq!(on_server.snapshot.reviews.len(), 1, "only sam's review");
     assert_eq!(on_server.snapshot.status.as_str(), "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_on_a_notification_uses_the_default_reason_or_opens_the_window() {
+    let bus = TestBus::start();
+    let (conn, mut calls) = serve_notifications(&bus).await;
+    let (env, server) = setup_with(
+        &bus,
+        false,
+        "[notifications]\ndefault_deny_reason = \"not from a popup, ask in #ops\"\n",
+    );
+    let producer = Producer::new(&server.url());
+    let mut notify = Notify::start(&bus, &env);
+    notify.line("notifications: available").await;
+    producer
+        .create(&new_action("db-6", "psql to prod-billing"))
+        .await;
+    let Call::Notify { id, .. } = next_call(&mut calls).await else {
+        panic!("expected a Notify first");
+    };
+    invoke(&conn, id, "deny").await;
+    notify.line("decision prod/db-6 delivered").await;
+    let on_server = producer.get("db-6").await;
+    assert_eq!(on_server.snapshot.status.as_str(), "denied");
+    assert_eq!(
+        on_server.snapshot.reviews[0]
+            .comment
+            .as_deref()
+            .map(|c| c.starts_with("not from a popup, ask in #ops")),
+        Some(true),
+        "{:?}",
+        on_server.snapshot.reviews
+    );
+    drop(notify);
+
+    // Without a default reason, Deny asks for one in the window: nothing is decided.
+    let (env, server) = setup(&bus, false);
+    let producer = Producer::new(&server.url());
+    let mut notify = Notify::start(&bus, &env);
+    notify.line("notifications: available").await;
+    producer
+        .create(&new_action("db-7", "psql to prod-billing"))
+        .await;
+    let id = loop {
+        if let Call::Notify { id, summary, .. } = next_call(&mut calls).await {
+            if summary == "psql to prod-billing" {
+                break id;
+            }
+        }
+    };
+    invoke(&conn, id, "deny").await;
+    notify.line("open prod/db-7").await;
+    assert!(producer.get("db-7").await.snapshot.reviews.is_empty());
 }

@@ -666,6 +666,35 @@ mod tests {
     }
 
     #[test]
+    fn settings_come_from_the_config_files_notifications_table() {
+        let config = countersign_core::config::Config::parse(
+            std::path::Path::new("c.toml"),
+            "approver = 'ana@example.com'\n[notifications]\nmuted_backends = ['noisy']\n\
+             dnd_until = '2026-11-25T11:00:00Z'\ndefault_deny_reason = 'ask in #ops'\n\
+             close_to_tray = false\n",
+        )
+        .unwrap();
+        assert!(!config.notifications.close_to_tray);
+        let (s, warnings) = Settings::from_config(&config.notifications);
+        assert!(warnings.is_empty());
+        assert!(s.enabled, "on unless switched off");
+        assert!(s.muted_backends.contains("noisy"));
+        assert_eq!(s.dnd_until, Some(t0() + Duration::hours(1)));
+        assert_eq!(s.default_deny_reason.as_deref(), Some("ask in #ops"));
+        // Without the table: everything on, closing to the tray.
+        let bare =
+            countersign_core::config::Config::parse(std::path::Path::new("c.toml"), "").unwrap();
+        assert_eq!(bare.notifications, NotificationsConfig::default());
+        assert!(bare.notifications.enabled && bare.notifications.close_to_tray);
+        // A misspelt key is refused like everywhere else in the file.
+        assert!(countersign_core::config::Config::parse(
+            std::path::Path::new("c.toml"),
+            "[notifications]\nmute = ['x']\n"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn a_bad_dnd_time_is_a_warning_not_an_error() {
         let config = NotificationsConfig {
             dnd_until: Some("tomorrow".into()),
