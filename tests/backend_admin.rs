@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
+#[path = "common/github_hub.rs"]
+mod github_hub;
+
 /// The keyring entry `env`'s token for backend `name` is kept under.
 fn token_entry(env: &CliEnv, name: &str) -> String {
     format!("{}/backend-token:{name}", env.keyring_entry())
@@ -291,4 +294,34 @@ fn bad_inputs_give_one_line_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("countersign: no token given"), "{err}");
+}
+
+/// `backend test` fails, naming the repository, when a GitHub backend lists only part of
+/// its repositories (one gone): a configuration to fix, not an OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_test_reports_a_repository_it_could_not_list() {
+    let (hub, addr) = github_hub::start_hub().await;
+    hub.unreadable
+        .lock()
+        .unwrap()
+        .insert("octo/gone".into(), 404);
+    let env = CliEnv::new();
+    env.write_config(&format!(
+        "approver = \"ana\"\n\n[[backend]]\nname = \"gh\"\nkind = \"github\"\n\
+         url = \"http://{addr}\"\ntoken_env = \"CS_TEST_GH_TOKEN\"\n\n\
+         [backend.options]\nrepos = [\"octo/app\", \"octo/gone\"]\n"
+    ));
+    let out = env
+        .cmd(&["backend", "test", "gh"])
+        .env("CS_TEST_GH_TOKEN", github_hub::TOKEN)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("pending action"), "what was listed is shown: {stdout}{stderr}");
+    assert!(stderr.contains("listed only in part"), "{stderr}");
+    assert!(stderr.contains("octo/gone"), "{stderr}");
 }

@@ -242,6 +242,9 @@ struct TestReport {
     sample: Vec<String>,
     error: Option<String>,
     error_code: Option<String>,
+    /// Part of the backend could not be listed (a GitHub repository gone or forbidden):
+    /// what was listed is above, this says what was left out.
+    partial: Option<String>,
 }
 
 async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> {
@@ -255,6 +258,7 @@ async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> 
         sample: Vec::new(),
         error: None,
         error_code: None,
+        partial: None,
     };
     let mut limits = Limits::default();
     if let Some(secs) = b.timeout_secs {
@@ -264,10 +268,14 @@ async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> 
         Err(e) => Err((e.to_string(), e.code())),
         Ok(token) => match backends::build(&b, token.map(|t| String::clone(&t)), limits) {
             Err(e) => Err((e.to_string(), "backend_config")),
-            Ok(backend) => backend
-                .list_pending(&SyncCursor::default())
-                .await
-                .map_err(|e| (e.to_string(), e.code())),
+            Ok(backend) => {
+                let listed = backend
+                    .list_pending(&SyncCursor::default())
+                    .await
+                    .map_err(|e| (e.to_string(), e.code()));
+                report.partial = backend.take_partial_failure().map(|e| e.to_string());
+                listed
+            }
         },
     };
     match outcome {
@@ -306,6 +314,17 @@ async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> 
                 }
                 if pending.len() > 10 {
                     println!("  … and {} more", pending.len() - 10);
+                }
+            }
+            // Listed, but not all of it: the configuration needs fixing, so it fails.
+            if let Some(partial) = &report.partial {
+                report.ok = false;
+                if !json {
+                    eprintln!(
+                        "countersign: backend `{}` listed only in part: {}",
+                        b.name,
+                        render::line(partial)
+                    );
                 }
             }
         }
