@@ -4,8 +4,7 @@ One run asks three people-questions at once, so a single run yields three HITL s
 - `approve_release` (ApprovalOperator): "Approve" lets `release` run, "Reject" skips it;
 - `choose_region` (HITLBranchOperator): pick one or more of "Deploy EU", "Deploy US",
   "Skip", with typed params `replicas` (integer) and `note` (string); the branch task of
-  each chosen option runs and the others are skipped. `record_answer` reads the answer
-  Airflow handed downstream (XCom), so the test can see what the DAG itself received;
+  each chosen option runs and the others are skipped;
 - `sign_off` (ApprovalOperator) assigned to another user only (`release-manager`), so
   Airflow refuses anyone else's answer with 403.
 """
@@ -16,7 +15,7 @@ import datetime
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param
 
 with DAG(
     dag_id="countersign_hitl",
@@ -56,11 +55,5 @@ with DAG(
         },
     )
 
-    @task(task_id="record_answer", trigger_rule="none_failed_min_one_success")
-    def record_answer(answer=None):
-        print(f"answer seen downstream: {answer}")
-        return answer
-
     for branch in ("deploy_eu", "deploy_us", "skip_deploy"):
         choose >> EmptyOperator(task_id=branch)
-    choose >> record_answer(choose.output)

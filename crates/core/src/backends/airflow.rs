@@ -971,16 +971,38 @@ fn find(chars: &[char], from: usize, target: char) -> Option<usize> {
     (from..chars.len()).find(|&j| chars[j] == target)
 }
 
-/// Whether the `*` / `_` at `i` is emphasis markup rather than text (`a * b`, `snake_case`).
+/// Whether the `*` / `_` at `i` is emphasis markup rather than text (`a * b`,
+/// `snake_case`, `manual__2026`): a run of `_` inside a word is text.
 fn emphasis(chars: &[char], i: usize) -> bool {
+    let c = chars[i];
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
+    if c == '_' {
+        let start = (0..=i)
+            .rev()
+            .take_while(|&j| chars[j] == '_')
+            .last()
+            .unwrap_or(i);
+        let end = (i..chars.len())
+            .take_while(|&j| chars[j] == '_')
+            .last()
+            .unwrap_or(i);
+        let before = start.checked_sub(1).map(|j| chars[j]);
+        if word(before) && word(chars.get(end + 1).copied()) {
+            return false;
+        }
+    }
     let before = i.checked_sub(1).map(|j| chars[j]);
     let after = chars.get(i + 1).copied();
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric());
-    if chars[i] == '_' && word(before) && word(after) {
-        return false;
-    }
     let space = |c: Option<char>| c.is_none_or(char::is_whitespace);
     !(space(before) && space(after))
+}
+
+/// Text from Airflow shown as it is (names, options, conf): no control characters, so
+/// nothing in a request can move a terminal's cursor or colour what follows.
+fn clean(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect()
 }
 
 fn map_status(detail: &HitlDetail) -> ActionStatus {
@@ -1036,7 +1058,7 @@ fn to_remote(backend: &str, web_base: &str, detail: &HitlDetail, info: &StepInfo
     let mut add = |key: &str, value: String| {
         details.push(Detail {
             key: key.into(),
-            value,
+            value: clean(&value),
         })
     };
     if !body.is_empty() {
@@ -1142,7 +1164,7 @@ fn to_remote(backend: &str, web_base: &str, detail: &HitlDetail, info: &StepInfo
             title
         },
         summary,
-        requester: requester(detail, info),
+        requester: clean(&requester(detail, info)),
         requested_at: detail.created_at,
         expires_at,
         resource: ti.dag_id.clone(),
@@ -1167,8 +1189,8 @@ fn timeline(id: &StepId, detail: &HitlDetail, tries: &[Try]) -> Vec<TimelineEven
         at,
         source: EventSource::Backend,
         kind,
-        actor,
-        text,
+        actor: actor.map(|a| clean(&a)),
+        text: clean(&text),
         external_id: Some(format!("{prefix}:{key}")),
     };
     let mut events = Vec::new();
@@ -1497,11 +1519,17 @@ mod tests {
             "a * b and snake_case_name"
         );
         assert_eq!(
+            plain_text("Release manual__2026 now"),
+            "Release manual__2026 now"
+        );
+        assert_eq!(plain_text("__strong__ and _em_"), "strong and em");
+        assert_eq!(
             plain_text("![logo](x.png) [docs](http://d)"),
             "logo docs (http://d)"
         );
         assert_eq!(plain_text("```\nrm -rf /\n```"), "rm -rf /");
         assert_eq!(plain_text("evil\u{1b}[31m red"), "evil[31m red");
+        assert_eq!(clean("Deploy\u{1b}[2J EU\nnext"), "Deploy[2J EU\nnext");
     }
 
     #[test]
