@@ -637,3 +637,36 @@ pub async fn start_hub() -> (Shared, std::net::SocketAddr) {
     tokio::spawn(async move { axum::serve(listener, app).await });
     (hub, addr)
 }
+
+/// The action ids the `github` backend should list now: one per waiting environment of
+/// every waiting run (`owner/name/runs/<run>/env/<environment>`).
+pub fn waiting_ids(hub: &Hub) -> Vec<String> {
+    let pending = hub.pending.lock().unwrap();
+    let mut ids = Vec::new();
+    for (repo, runs) in &hub.runs {
+        for run in runs {
+            let run_id = run["id"].as_u64().unwrap();
+            for p in pending.get(&run_id).into_iter().flatten() {
+                let env_id = p["environment"]["id"].as_u64().unwrap();
+                ids.push(format!("{repo}/runs/{run_id}/env/{env_id}"));
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+pub fn waiting_environments(hub: &Hub) -> usize {
+    waiting_ids(hub).len()
+}
+
+/// A new environment of octo/app's run starts waiting (as when a job reaches it).
+pub fn add_waiting_environment(hub: &Hub, name: &str) {
+    let env_id = 161_089_000 + hub.pending.lock().unwrap().values().flatten().count() as u64;
+    hub.pending
+        .lock()
+        .unwrap()
+        .entry(RUN_A)
+        .or_default()
+        .push(pending(env_id, name, 0, true));
+}

@@ -417,3 +417,14 @@ pub async fn start_gateway(fixture_name: &str) -> (Shared, std::net::SocketAddr)
     tokio::spawn(async move { axum::serve(listener, app).await });
     (gateway, addr)
 }
+
+/// Someone else settles review `id` in hoop (status `APPROVED`, `REJECTED`, …).
+pub fn settle_externally(gateway: &Gateway, id: &str, status: &str) {
+    let mut reviews = gateway.reviews.lock().unwrap();
+    let review = reviews
+        .iter_mut()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no review {id}"));
+    review["status"] = status.into();
+    check_review(review);
+}
