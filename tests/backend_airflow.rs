@@ -269,19 +269,47 @@ impl Airflow {
 
 impl Drop for Airflow {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
+        let leader = self.child.id();
+        let group = format!("-{leader}");
         let _ = Command::new("kill").args(["-INT", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
+        // The components stop within seconds of SIGINT; standalone itself may not.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && group_alive(leader) {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Whatever did not stop on SIGINT (supervisor, task runners) goes now.
+        // Whatever did not stop on SIGINT goes now.
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a process of group `pgid`, other than its leader, still runs (zombies, which
+/// have exited and wait for their parent, do not count).
+fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            return false;
+        };
+        if pid == pgid {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces, so read after the `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+            && fields.first() != Some(&"Z")
+    })
 }
 
 fn config(url: &str, user: &str, token_env: &str) -> String {
