@@ -321,7 +321,10 @@ async fn backend_test_reports_a_repository_it_could_not_list() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("pending action"), "what was listed is shown: {stdout}{stderr}");
+    assert!(
+        stdout.contains("pending action"),
+        "what was listed is shown: {stdout}{stderr}"
+    );
     assert!(stderr.contains("listed only in part"), "{stderr}");
     assert!(stderr.contains("octo/gone"), "{stderr}");
 }

@@ -94,6 +94,27 @@ async fn sync_list_show_approve_deny_history_backends() {
         "{statuses:?}"
     );
 
+    // History search and filters, from the local cache: a word of the reason, a word
+    // of the details, a verdict.
+    let found = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["history", "--json"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&env.ok(&all)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["key"]["external_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(found(&["--search", "freeze"]), ["db-2"]);
+    assert_eq!(found(&["--search", "ledger"]), ["db-2"]);
+    assert_eq!(found(&["--verdict", "approve"]), ["db-1"]);
+    assert_eq!(found(&["--status", "denied", "--search", "psql"]), ["db-2"]);
+    assert!(found(&["--search", "nothing-like-this"]).is_empty());
+    let bad = env.run(&["history", "--status", "maybe"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`maybe` is not a status"));
+
     let show = env.ok(&["show", "db-1", "--json"]);
     let detail: serde_json::Value = serde_json::from_str(&show).unwrap();
     assert_eq!(detail["decisions"][0]["delivery"]["state"], "delivered");

@@ -16,9 +16,9 @@ use countersign_core::api::DecisionInput;
 use countersign_core::audit::{self, AllowedSigners};
 use countersign_core::decide::DecideError;
 use countersign_core::export;
-use countersign_core::model::{Answer, Verdict};
+use countersign_core::model::{ActionStatus, Answer, Verdict};
 use countersign_core::snapshot::SnapshotHash;
-use countersign_core::store::AuditQuery;
+use countersign_core::store::{AuditQuery, HistoryQuery};
 use countersign_core::EngineError;
 
 use console::Console;
@@ -77,6 +77,26 @@ enum Command {
     Choose(DecideArgs),
     /// Every action ever seen, newest first, from the local cache (works offline).
     History {
+        /// Words to find (title, requester, resource, details, timeline, reasons); each
+        /// matches as a prefix, all must match.
+        #[arg(long, short = 's', value_name = "WORDS")]
+        search: Option<String>,
+        #[arg(long)]
+        backend: Option<String>,
+        /// pending, approved, denied, expired, cancelled, executed or failed.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<ActionStatus>,
+        /// Only actions decided here with this verdict: approve, deny or choose.
+        #[arg(long, value_parser = parse_verdict)]
+        verdict: Option<Verdict>,
+        #[arg(long)]
+        requester: Option<String>,
+        /// Requested at or after (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Requested before (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -143,6 +163,16 @@ enum KeyCommand {
     Show,
     /// Make a new key; the rotation is recorded in the audit chain.
     Rotate,
+}
+
+fn parse_status(s: &str) -> Result<ActionStatus, String> {
+    ActionStatus::parse(s).ok_or_else(|| {
+        format!("`{s}` is not a status (pending, approved, denied, expired, cancelled, executed, failed)")
+    })
+}
+
+fn parse_verdict(s: &str) -> Result<Verdict, String> {
+    Verdict::parse(s).ok_or_else(|| format!("`{s}` is not a verdict (approve, deny, choose)"))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -232,9 +262,30 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
         Command::Approve(args) => decide(g, args, Verdict::Approve).await?,
         Command::Deny(args) => decide(g, args, Verdict::Deny).await?,
         Command::Choose(args) => decide(g, args, Verdict::Choose).await?,
-        Command::History { limit, json } => {
+        Command::History {
+            search,
+            backend,
+            status,
+            verdict,
+            requester,
+            from,
+            to,
+            limit,
+            json,
+        } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let actions = console.engine.history(limit)?;
+            let query = HistoryQuery {
+                text: search,
+                backend,
+                status,
+                verdict,
+                requester,
+                from,
+                to,
+                limit: Some(limit),
+                after: None,
+            };
+            let actions = console.engine.history_page(&query)?.actions;
             if json {
                 render::json(&actions)?;
             } else {

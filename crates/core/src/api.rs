@@ -21,7 +21,10 @@ use crate::secrets::{OsTokenStore, TokenStore};
 use crate::shutdown::Shutdown;
 use crate::signer::{KeyStore, OsKeyring, Signer, SignerError};
 use crate::snapshot::{FieldChange, SnapshotHash};
-use crate::store::{ActionQuery, AuditQuery, BackendStatus, Store, StoreError};
+use crate::store::{
+    ActionQuery, AuditQuery, BackendStatus, HistoryPage, HistoryQuery, SnapshotVersion, Store,
+    StoreError,
+};
 use crate::sync::{BackendSync, Change, SyncError, SyncSummary};
 
 #[derive(Debug, Error)]
@@ -446,6 +449,18 @@ impl Engine {
 
     pub fn history(&self, limit: u32) -> Result<Vec<PendingAction>, EngineError> {
         Ok(self.store.history(limit)?)
+    }
+
+    /// One page of history (every action ever seen, also offline): full-text search
+    /// and filters, newest first; pass the page's `next` back for the following one.
+    pub fn history_page(&self, query: &HistoryQuery) -> Result<HistoryPage, EngineError> {
+        Ok(self.store.history_page(query)?)
+    }
+
+    /// Every stored version of an action, oldest first, for "what changed" between any
+    /// two of them (`snapshot::diff`).
+    pub fn snapshot_versions(&self, key: &ActionKey) -> Result<Vec<SnapshotVersion>, EngineError> {
+        Ok(self.store.snapshot_versions(key)?)
     }
 
     /// Health of the configured backends (a removed one keeps only its history).

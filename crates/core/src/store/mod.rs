@@ -4,7 +4,10 @@
 //! async tasks call straight in. Every method that records something a person did
 //! writes it together with its timeline event in one transaction.
 
+mod history;
 mod schema;
+
+pub use history::{HistoryCursor, HistoryPage, HistoryQuery, SnapshotVersion};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -1115,7 +1118,7 @@ impl Store {
 
 const ACTION_SELECT: &str = "SELECT b.name, a.external_id, a.kind, a.title, a.summary, a.requester,
         a.requested_at, a.expires_at, a.resource, a.details_json, a.status, a.approvals_required,
-        a.reviews_json, a.web_url, a.snapshot_hash, a.form_json
+        a.reviews_json, a.web_url, a.snapshot_hash, a.form_json, a.id
     FROM actions a JOIN backends b ON b.id = a.backend_id";
 
 /// Columns read by `decision_from_row`, in its order.

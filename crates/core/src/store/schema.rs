@@ -162,4 +162,50 @@ CREATE INDEX decisions_by_action ON decisions (action_id);
 -- The form a backend asks to be answered (model::InputForm), part of the snapshot.
 ALTER TABLE actions ADD COLUMN form_json TEXT;
 "#,
+    // 4: history search. Full-text indexes kept in step with the tables by triggers —
+    // by the store, whoever writes — one per source so that adding a timeline line is
+    // one small insert, never a rewrite of the action's document. Plus the indexes the
+    // history filters page by (newest first).
+    r#"
+CREATE VIRTUAL TABLE action_fts USING fts5(
+    title, summary, requester, resource, details, tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE event_fts USING fts5(
+    text, actor, action_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
+);
+CREATE VIRTUAL TABLE decision_fts USING fts5(
+    reason, approver, action_id UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
+);
+
+INSERT INTO action_fts (rowid, title, summary, requester, resource, details)
+    SELECT id, title, summary, requester, resource, details_json FROM actions;
+INSERT INTO event_fts (rowid, text, actor, action_id)
+    SELECT id, text, actor, action_id FROM timeline_events;
+INSERT INTO decision_fts (rowid, reason, approver, action_id)
+    SELECT id, reason, approver, action_id FROM decisions;
+
+CREATE TRIGGER actions_fts_insert AFTER INSERT ON actions BEGIN
+    INSERT INTO action_fts (rowid, title, summary, requester, resource, details)
+    VALUES (new.id, new.title, new.summary, new.requester, new.resource, new.details_json);
+END;
+CREATE TRIGGER actions_fts_update AFTER UPDATE OF title, summary, requester, resource,
+        details_json ON actions BEGIN
+    DELETE FROM action_fts WHERE rowid = old.id;
+    INSERT INTO action_fts (rowid, title, summary, requester, resource, details)
+    VALUES (new.id, new.title, new.summary, new.requester, new.resource, new.details_json);
+END;
+CREATE TRIGGER timeline_fts_insert AFTER INSERT ON timeline_events BEGIN
+    INSERT INTO event_fts (rowid, text, actor, action_id)
+    VALUES (new.id, new.text, new.actor, new.action_id);
+END;
+CREATE TRIGGER decisions_fts_insert AFTER INSERT ON decisions BEGIN
+    INSERT INTO decision_fts (rowid, reason, approver, action_id)
+    VALUES (new.id, new.reason, new.approver, new.action_id);
+END;
+
+CREATE INDEX actions_by_backend_requested ON actions (backend_id, requested_at);
+CREATE INDEX actions_by_status_requested ON actions (status, requested_at);
+CREATE INDEX actions_by_requester_requested ON actions (requester, requested_at);
+CREATE INDEX decisions_by_verdict ON decisions (verdict, action_id);
+"#,
 ];

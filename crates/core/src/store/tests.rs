@@ -434,3 +434,178 @@ fn an_action_closed_locally_reopens_when_listed_again_unchanged() {
     assert_eq!(changes[0].change, ActionChange::Updated);
     assert_eq!(store.action(&key).unwrap().unwrap(), r.action);
 }
+
+// ---- history: full-text search, filters, paging (migration 4) ----
+
+fn history_ids(store: &Store, q: &HistoryQuery) -> Vec<String> {
+    store
+        .history_page(q)
+        .unwrap()
+        .actions
+        .into_iter()
+        .map(|a| a.key.external_id)
+        .collect()
+}
+
+fn text(t: &str) -> HistoryQuery {
+    HistoryQuery {
+        text: Some(t.into()),
+        ..HistoryQuery::default()
+    }
+}
+
+#[test]
+fn history_search_finds_words_in_details_timeline_and_reasons_as_prefixes() {
+    let (_dir, store) = file_store();
+    let mut a = remote(
+        "h1",
+        "Deploy payments",
+        &[("e1", "canary passed in eu-west")],
+    );
+    a.action.snapshot.details[0].value = "image registry.example.com/payments:2.31".into();
+    a.action = PendingAction::new(a.action.key.clone(), a.action.snapshot.clone());
+    let b = remote("h2", "Restart nginx", &[("e2", "requested by the on-call")]);
+    store
+        .apply_remote("prod", &[a.clone(), b.clone()], t(0))
+        .unwrap();
+    let mut d = decision(&b.action.key, "k-h2", &b.action.snapshot_hash);
+    d.reason = "Incident INC-4471 needs it".into();
+    store.record_decision(&d, &[], t(10)).unwrap();
+
+    assert_eq!(history_ids(&store, &text("registry")), ["h1"]);
+    assert_eq!(history_ids(&store, &text("canar")), ["h1"], "prefix");
+    assert_eq!(history_ids(&store, &text("INC-4471")), ["h2"], "reason");
+    assert_eq!(history_ids(&store, &text("on-call")), ["h2"], "timeline");
+    assert_eq!(
+        history_ids(&store, &text("deploy canary")),
+        ["h1"],
+        "all words"
+    );
+    assert!(history_ids(&store, &text("deploy nginx")).is_empty());
+    // Query syntax in the person's words is text, never an error or an operator.
+    for hostile in ["\"", "AND", "NOT payments", "title:x", "(", "*", "-"] {
+        store.history_page(&text(hostile)).unwrap();
+    }
+    assert_eq!(
+        history_ids(&store, &text("   ")).len(),
+        2,
+        "no words: no filter"
+    );
+
+    // The index follows the table: a changed title is found by its new words only.
+    let mut renamed = a.clone();
+    renamed.action.snapshot.title = "Roll back payments".into();
+    renamed.action = PendingAction::new(renamed.action.key.clone(), renamed.action.snapshot);
+    store.apply_remote("prod", &[renamed], t(20)).unwrap();
+    assert_eq!(history_ids(&store, &text("roll back")), ["h1"]);
+    assert!(history_ids(&store, &text("deploy")).is_empty());
+}
+
+#[test]
+fn history_filters_combine_and_pages_never_repeat_or_skip() {
+    let (_dir, store) = file_store();
+    store
+        .register_backend("stage", "countersign", "http://127.0.0.1:2")
+        .unwrap();
+    let mut prod = Vec::new();
+    for i in 0..250 {
+        let mut r = remote(&format!("p{i:03}"), "Deploy", &[]);
+        r.action.snapshot.requested_at = t(i64::from(i / 2)); // pairs share a time
+        r.action.snapshot.requester = if i % 5 == 0 {
+            "bo".into()
+        } else {
+            "rui".into()
+        };
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        prod.push(r);
+    }
+    store.apply_remote("prod", &prod, t(0)).unwrap();
+    let mut staged = remote("s1", "Deploy", &[]);
+    staged.action.key = ActionKey::new("stage", "s1");
+    store.apply_remote("stage", &[staged], t(0)).unwrap();
+    let key = prod[7].action.key.clone();
+    let d = decision(&key, "k-p7", &prod[7].action.snapshot_hash);
+    store.record_decision(&d, &[], t(10)).unwrap();
+
+    // Pages of 100, newest first, then by row: 251 rows, no repeats, none skipped.
+    let mut seen = Vec::new();
+    let mut q = HistoryQuery {
+        limit: Some(100),
+        ..HistoryQuery::default()
+    };
+    loop {
+        let page = store.history_page(&q).unwrap();
+        seen.extend(page.actions.iter().map(|a| a.key.to_string()));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 251);
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 251);
+    assert_eq!(seen[0], "prod/p249");
+
+    let only = |q: HistoryQuery| {
+        history_ids(
+            &store,
+            &HistoryQuery {
+                limit: Some(500),
+                ..q
+            },
+        )
+    };
+    assert_eq!(
+        only(HistoryQuery {
+            backend: Some("stage".into()),
+            ..HistoryQuery::default()
+        }),
+        ["s1"]
+    );
+    assert_eq!(
+        only(HistoryQuery {
+            verdict: Some(Verdict::Approve),
+            ..HistoryQuery::default()
+        }),
+        ["p007"]
+    );
+    assert_eq!(
+        only(HistoryQuery {
+            requester: Some("bo".into()),
+            ..HistoryQuery::default()
+        })
+        .len(),
+        50
+    );
+    let window = only(HistoryQuery {
+        from: Some(t(10)),
+        to: Some(t(12)),
+        requester: Some("rui".into()),
+        ..HistoryQuery::default()
+    });
+    // Times 10 and 11 hold p020..p023, of which p020 is bo's.
+    assert_eq!(window, ["p023", "p022", "p021"]);
+    assert!(only(HistoryQuery {
+        status: Some(ActionStatus::Approved),
+        ..HistoryQuery::default()
+    })
+    .is_empty());
+}
+
+#[test]
+fn snapshot_versions_keep_every_stored_version_oldest_first() {
+    let (_dir, store) = file_store();
+    let first = remote("v1", "Deploy v1", &[]);
+    store.apply_remote("prod", std::slice::from_ref(&first), t(0)).unwrap();
+    let mut second = first.clone();
+    second.action.snapshot.title = "Deploy v2".into();
+    second.action = PendingAction::new(second.action.key.clone(), second.action.snapshot);
+    store.apply_remote("prod", &[second.clone()], t(5)).unwrap();
+    let versions = store.snapshot_versions(&first.action.key).unwrap();
+    let hashes: Vec<_> = versions.iter().map(|v| v.snapshot_hash.clone()).collect();
+    assert_eq!(
+        hashes,
+        [first.action.snapshot_hash, second.action.snapshot_hash]
+    );
+    assert_eq!(versions[1].snapshot.title, "Deploy v2");
+}
