@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,16 @@ use chrono::Utc;
 use countersign_core::api::DecisionInput;
 use countersign_core::backends::{self, DecisionDelivery, DeliveryOutcome, Limits};
 use countersign_core::config::BackendConfig;
-use countersign_core::model::{ActionKey, DeliveryState, EventSource, TimelineKind, Verdict};
+use countersign_core::model::{
+    ActionKey, ActionStatus, DeliveryState, EventSource, TimelineKind, Verdict,
+};
+use countersign_core::shutdown;
 use countersign_core::signer::OsKeyring;
 use countersign_core::store::Store;
 use countersign_core::Engine;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
 
 const ME: &str = "ana@example.com";
 
@@ -142,12 +148,16 @@ fn start_flow(dir: &Path, url: &str, run_name: &'static str) -> (Group, PathBuf)
 }
 
 fn engine_for(dir: &Path, url: &str) -> Engine {
+    engine_polling_every(dir, url, 1)
+}
+
+fn engine_polling_every(dir: &Path, url: &str, poll_secs: u64) -> Engine {
     let store = Store::open_in_dir(dir).expect("store");
     let config = BackendConfig {
         name: "prefect".into(),
         kind: "prefect".into(),
         url: format!("{url}/api"),
-        poll_interval_secs: Some(1),
+        poll_interval_secs: Some(poll_secs),
         max_backoff_secs: Some(1),
         timeout_secs: Some(10),
         ..Default::default()
@@ -364,4 +374,176 @@ async fn paused_flow_runs_are_listed_approved_and_denied_through_resume() {
     // Resumed runs leave the inbox on the next poll.
     engine.sync_once(Utc::now()).await;
     assert!(engine.pending(Some("prefect")).unwrap().is_empty());
+}
+
+/// A loopback proxy in front of Prefect that passes plain HTTP through but answers every
+/// websocket upgrade with 404, like a proxy without websocket support. Counts the refusals.
+async fn start_refusing_proxy(upstream: &str) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    let upstream = upstream.to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (upstream, count) = (upstream.clone(), count.clone());
+            tokio::spawn(async move {
+                // The first request's head decides; a websocket always opens a new
+                // connection, so later requests on a kept-alive one are plain HTTP.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if lower.contains("upgrade: websocket") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), refused)
+}
+
+/// Waits until `check` holds, re-checking whenever the engine broadcasts a change.
+async fn until_changed<T>(
+    changes: &mut broadcast::Receiver<countersign_core::sync::Change>,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    // A bound against hanging forever, not a timing assertion.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) => panic!("gave up waiting for {what}"),
+            Ok(Err(broadcast::error::RecvError::Closed)) => panic!("the engine is gone"),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn backend_ok(engine: &Engine) -> Option<()> {
+    let backends = engine.backends().unwrap();
+    let b = backends.iter().find(|b| b.name == "prefect")?;
+    (b.status == "ok").then_some(())
+}
+
+fn status_of(engine: &Engine, key: &ActionKey) -> Option<ActionStatus> {
+    engine.detail(key).ok().map(|d| d.action.snapshot.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_come_through_the_events_websocket_and_by_polling_where_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url) = start_server(dir.path()).await;
+    let (proxy, refused) = start_refusing_proxy(url.trim_start_matches("http://")).await;
+    // Polls once an hour: within this test only the websocket can bring a change.
+    let pushed = engine_polling_every(&dir.path().join("pushed"), &url, 3600);
+    // Behind the proxy, which refuses the websocket: has to poll.
+    let polled = engine_polling_every(&dir.path().join("polled"), &proxy, 1);
+    let mut pushed_changes = pushed.changes();
+    let mut polled_changes = polled.changes();
+    let (trigger, stop) = shutdown::channel();
+    let tasks: Vec<_> = pushed
+        .spawn_sync(&stop)
+        .into_iter()
+        .chain(polled.spawn_sync(&stop))
+        .collect();
+
+    // Both listed (nothing paused yet) and settled into their streams before the flow
+    // starts, so the pause cannot come from that first list.
+    until_changed(&mut pushed_changes, "the pushed engine to be ok", || {
+        backend_ok(&pushed)
+    })
+    .await;
+    until_changed(&mut polled_changes, "the polled engine to be ok", || {
+        backend_ok(&polled)
+    })
+    .await;
+    assert!(pushed.pending(Some("prefect")).unwrap().is_empty());
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "the polled engine never tried the websocket"
+    );
+
+    let (flow, out) = start_flow(dir.path(), &url, "gate-live");
+    let key = until_changed(&mut pushed_changes, "the pause pushed", || {
+        pushed
+            .pending(Some("prefect"))
+            .unwrap()
+            .into_iter()
+            .next()
+            .map(|a| a.key)
+    })
+    .await;
+    let detail = pushed.detail(&key).unwrap();
+    assert_eq!(
+        detail.action.snapshot.title,
+        "release-gate / gate-live waits for input"
+    );
+    assert!(detail.action.snapshot.form.is_some(), "{detail:?}");
+    until_changed(&mut polled_changes, "the pause polled", || {
+        (status_of(&polled, &key) == Some(ActionStatus::Pending)).then_some(())
+    })
+    .await;
+
+    // Someone answers in Prefect itself, not through Countersign.
+    let result: Value = reqwest::Client::new()
+        .post(format!("{url}/api/flow_runs/{}/resume", key.external_id))
+        .json(&serde_json::json!({
+            "run_input": {"approved": true, "reason": "answered in the Prefect UI"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["status"], "ACCEPT", "{result}");
+
+    let resumed = |engine: &Engine| status_of(engine, &key).filter(|s| *s != ActionStatus::Pending);
+    let pushed_status = until_changed(&mut pushed_changes, "the resume pushed", || {
+        resumed(&pushed)
+    })
+    .await;
+    assert_eq!(pushed_status, ActionStatus::Executed);
+    let polled_status = until_changed(&mut polled_changes, "the resume polled", || {
+        resumed(&polled)
+    })
+    .await;
+    assert_eq!(polled_status, ActionStatus::Executed);
+    let answer = wait_for_file(&out, &flow).await;
+    assert_eq!(answer["reason"], "answered in the Prefect UI");
+
+    // Falling back to polling is not a fault: neither engine was marked degraded.
+    for engine in [&pushed, &polled] {
+        let backends = engine.backends().unwrap();
+        assert!(
+            backends.iter().all(|b| b.last_error.is_none()),
+            "{backends:?}\n{}",
+            server.log_tail()
+        );
+    }
+    trigger.trigger();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }

@@ -6,22 +6,37 @@
 //! Prefect answers `ACCEPT`, `REJECT` (input failed validation) or `ABORT` (not paused)
 //! in the body, which is what counts, not the HTTP code.
 //!
-//! This first version polls (`POST /api/flow_runs/filter`); the events websocket
-//! (`/api/events/out`) comes later. Prefect has no idempotency key: `decide` re-reads the
-//! run first, and a run already resumed counts as delivered only when its stored answer
+//! Changes arrive through Prefect's events websocket (`/api/events/out`) where it is
+//! reachable: every flow-run state change is an event named `prefect.flow-run.<state
+//! name>` whose id is the new state's id; a run that pauses, or one we know to be
+//! paused, is re-read (`fetch`) and pushed to the engine. Where the websocket is refused
+//! (a proxy without websocket support, an auth string it rejects, …) the same stream
+//! polls `POST /api/flow_runs/filter` instead and tries the websocket again now and then.
+//! Prefect has no idempotency key: `decide` re-reads the run first, and a run already
+//! resumed counts as delivered only when its stored answer
 //! (`GET /api/flow_runs/{id}/input/{response key}`) carries our proof reference.
 //!
 //! API facts checked against prefect 3.9.1 (`prefect server start`, /api/openapi.json).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::http::{self, Answer};
 use super::{
-    Backend, BackendError, BuildError, Capabilities, DecisionDelivery, DeliveryOutcome, Limits,
-    ListOutcome, SyncCursor,
+    Backend, BackendError, BackendEvent, BuildError, Capabilities, DecisionDelivery,
+    DeliveryOutcome, EventStream, Limits, ListOutcome, SyncCursor,
 };
 use crate::config::BackendConfig;
 use crate::form;
@@ -37,6 +52,22 @@ const OPTIONS: &[&str] = &["web_url", "approve_input", "deny_input", "reason_fie
 
 const PAUSED: &str = "PAUSED";
 
+/// Flow-run events: the resource id is `prefect.flow-run.<uuid>`.
+const FLOW_RUN_PREFIX: &str = "prefect.flow-run.";
+/// While polling because the websocket was refused, how often to try it again.
+const WEBSOCKET_RETRY: Duration = Duration::from_secs(300);
+/// How far back the server replays events when we subscribe: covers the moment
+/// between the engine's list and the subscription, so no pause falls in between.
+const BACKFILL_SECS: i64 = 60;
+/// Reads of a run that may still predate the state its event announced (~6 s in all).
+const STALE_READS: usize = 10;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+// Cloned into the task behind `subscribe`: the HTTP client and the shared set are
+// reference-counted, the rest is small.
+#[derive(Clone)]
 pub struct Prefect {
     name: String,
     /// Server root without `/api`.
@@ -48,6 +79,10 @@ pub struct Prefect {
     approve_input: Option<Map<String, Value>>,
     deny_input: Option<Map<String, Value>>,
     reason_field: Option<String>,
+    /// How often the stream polls when the websocket is refused.
+    poll_interval: Duration,
+    /// Runs last seen paused: their events matter even when the new state is not a pause.
+    known: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Prefect {
@@ -94,6 +129,8 @@ impl Prefect {
             approve_input: table_option("approve_input")?,
             deny_input: table_option("deny_input")?,
             reason_field: string_option("reason_field")?,
+            poll_interval: config.poll_interval(),
+            known: Arc::default(),
         })
     }
 
@@ -250,6 +287,391 @@ impl Prefect {
     }
 }
 
+/// Why the events websocket could not be used; the stream polls instead.
+#[derive(Debug)]
+struct Refused(String);
+
+/// What one websocket message means for us.
+enum Seen {
+    /// A state change of a run that pauses or that we know paused.
+    Run {
+        event_id: String,
+        run_id: String,
+        /// When the state the event announces began, to tell a stale read from it.
+        state_at: Option<DateTime<Utc>>,
+    },
+    /// Anything else: other runs' changes, other message types.
+    Nothing,
+}
+
+impl Prefect {
+    /// `ws(s)://…/api/events/out` for the configured server.
+    fn events_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| {
+                self.base
+                    .strip_prefix("http://")
+                    .map(|r| format!("ws://{r}"))
+            })
+            .unwrap_or_else(|| self.base.clone());
+        format!("{rest}/api/events/out")
+    }
+
+    fn remember(&self, action: &RemoteAction) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let id = action.action.key.external_id.clone();
+        if action.action.snapshot.status == ActionStatus::Pending {
+            known.insert(id);
+        } else {
+            known.remove(&id);
+        }
+    }
+
+    fn is_known(&self, id: &str) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    /// Opens the events websocket: the `prefect` subprotocol, the auth message (our
+    /// token, or none for Prefect OSS without an auth string) and a filter on flow-run
+    /// events since a minute ago. Every failure is a reason to poll instead.
+    async fn connect_events(&self) -> Result<Socket, Refused> {
+        let url = self.events_url();
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Refused(format!("bad websocket address {url}: {e}")))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static("prefect"),
+        );
+        let max = self.limits.max_event_bytes;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let (mut socket, _) = tokio::time::timeout(self.limits.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Refused(format!(
+                    "{url}: no websocket handshake within {} s",
+                    self.limits.connect_timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => {
+                    Refused(format!("{url} answered HTTP {}", response.status()))
+                }
+                e => Refused(format!("{url}: {e}")),
+            })?;
+        // The token travels only inside the socket; it is never logged.
+        let auth = serde_json::json!({"type": "auth", "token": self.token});
+        let handshake = async {
+            socket
+                .send(Message::text(auth.to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        let reply: Value = serde_json::from_str(text.as_str())
+                            .map_err(|e| format!("unreadable auth reply: {e}"))?;
+                        return match reply.get("type").and_then(Value::as_str) {
+                            Some("auth_success") => Ok(()),
+                            other => Err(format!("auth answered {other:?}")),
+                        };
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(format!("closed at auth: {}", close_reason(frame.as_ref())))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("closed at auth".into()),
+                }
+            }
+        };
+        tokio::time::timeout(self.limits.request_timeout, handshake)
+            .await
+            .map_err(|_| Refused(format!("{url}: no auth reply in time")))?
+            .map_err(|e| Refused(format!("{url}: {e}")))?;
+        let now = Utc::now();
+        let filter = serde_json::json!({
+            "type": "filter",
+            "backfill": true,
+            "filter": {
+                "occurred": {
+                    "since": (now - chrono::Duration::seconds(BACKFILL_SECS)).to_rfc3339(),
+                    // The server drops live events after `until`: far ahead.
+                    "until": (now + chrono::Duration::days(3650)).to_rfc3339(),
+                },
+                "event": {"prefix": [FLOW_RUN_PREFIX]},
+                "resource": {"id_prefix": [FLOW_RUN_PREFIX]},
+            },
+        });
+        socket
+            .send(Message::text(filter.to_string()))
+            .await
+            .map_err(|e| Refused(format!("{url}: {e}")))?;
+        Ok(socket)
+    }
+
+    /// The run as of an event about it. Prefect announces a state change before the
+    /// change is visible to readers, so a read that still shows an older state is
+    /// repeated a few times; if it stays stale, the error ends the stream and the
+    /// engine's list on reconnecting settles the run.
+    async fn fetch_after(
+        &self,
+        id: &str,
+        state_id: &str,
+        state_at: Option<DateTime<Utc>>,
+    ) -> Result<RemoteAction, BackendError> {
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..STALE_READS {
+            let run = self.run(id).await?;
+            let current = run.state.as_ref();
+            let fresh = current.is_some_and(|s| {
+                s.id.as_deref() == Some(state_id) || state_at.is_none_or(|at| s.timestamp >= at)
+            });
+            if fresh {
+                return self.enrich(run).await;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+        Err(BackendError::Unreachable {
+            url: self.url(&format!("/flow_runs/{}", http::path_segment(id))),
+            detail: format!("the run still does not show state {state_id} its event announced"),
+        })
+    }
+
+    /// What a text message from the websocket is about.
+    fn classify(&self, url: &str, text: &str) -> Result<Seen, BackendError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            event: Option<Event>,
+        }
+        #[derive(Deserialize)]
+        struct Event {
+            id: String,
+            event: String,
+            #[serde(default)]
+            resource: Map<String, Value>,
+        }
+        let envelope: Envelope = http::decode(url, text.as_bytes())?;
+        let Some(event) = envelope.event.filter(|_| envelope.kind == "event") else {
+            return Ok(Seen::Nothing);
+        };
+        let label = |key: &str| event.resource.get(key).and_then(Value::as_str);
+        let run_id = label("prefect.resource.id").and_then(|r| r.strip_prefix(FLOW_RUN_PREFIX));
+        // Only state changes carry a state type; other flow-run events do not move it.
+        let state_type = label("prefect.state-type");
+        match (run_id, state_type) {
+            (Some(run_id), Some(state_type))
+                if event.event.starts_with(FLOW_RUN_PREFIX)
+                    && (state_type == PAUSED || self.is_known(run_id)) =>
+            {
+                Ok(Seen::Run {
+                    state_at: label("prefect.state-timestamp")
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc)),
+                    event_id: event.id,
+                    run_id: run_id.to_owned(),
+                })
+            }
+            _ => Ok(Seen::Nothing),
+        }
+    }
+
+    /// Follows the websocket until it fails or the engine stops listening. Pings keep a
+    /// quiet stream provably alive; silence longer than the idle limit ends it.
+    async fn follow(
+        self,
+        mut socket: Socket,
+        tx: mpsc::Sender<Result<BackendEvent, BackendError>>,
+    ) {
+        let url = self.events_url();
+        let idle = self.limits.stream_idle_timeout;
+        let every = (idle / 3).max(Duration::from_millis(100));
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut deadline = tokio::time::Instant::now() + idle;
+        let failure = loop {
+            tokio::select! {
+                _ = tx.closed() => {
+                    let _ = socket.close(None).await;
+                    return;
+                }
+                _ = ping.tick() => {
+                    if let Err(e) = socket.send(Message::Ping(Default::default())).await {
+                        break ws_error(&url, &self.limits, e);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    break BackendError::Timeout { url, secs: idle.as_secs() };
+                }
+                message = socket.next() => {
+                    deadline = tokio::time::Instant::now() + idle;
+                    let text = match message {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(frame))) => break BackendError::Unreachable {
+                            url,
+                            detail: format!(
+                                "the server closed the event stream: {}",
+                                close_reason(frame.as_ref())
+                            ),
+                        },
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => break ws_error(&url, &self.limits, e),
+                        None => break BackendError::Unreachable {
+                            url,
+                            detail: "the event stream ended".into(),
+                        },
+                    };
+                    let (event_id, run_id, state_at) = match self.classify(&url, text.as_str()) {
+                        Ok(Seen::Run { event_id, run_id, state_at }) => (event_id, run_id, state_at),
+                        Ok(Seen::Nothing) => continue,
+                        Err(e) => break e,
+                    };
+                    let fetched = self.fetch_after(&run_id, &event_id, state_at).await;
+                    let item = match fetched {
+                        Ok(action) => {
+                            self.remember(&action);
+                            BackendEvent::Upsert { event_id: Some(event_id), action }
+                        }
+                        // Deleted since: the engine's next list settles it.
+                        Err(BackendError::NotFound(_)) => continue,
+                        Err(e) => break e,
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                    // The fetch and the send took time the server did not spend silent.
+                    deadline = tokio::time::Instant::now() + idle;
+                }
+            }
+        };
+        let _ = tx.send(Err(failure)).await;
+    }
+
+    /// The stream where the websocket is refused: a list every poll interval, each
+    /// pending run pushed, and runs that left the list re-read. Tries the websocket
+    /// again every few minutes and follows it once it answers.
+    async fn poll_instead(
+        self,
+        why: Refused,
+        tx: mpsc::Sender<Result<BackendEvent, BackendError>>,
+    ) {
+        tracing::warn!(
+            backend = %self.name,
+            "Prefect events websocket not usable ({}); polling every {:?}",
+            why.0,
+            self.poll_interval
+        );
+        let mut tried = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+            if tried.elapsed() >= WEBSOCKET_RETRY {
+                tried = Instant::now();
+                match self.connect_events().await {
+                    Ok(socket) => {
+                        tracing::info!(backend = %self.name, "Prefect events websocket reachable again");
+                        // One more list covers what changed before the socket opened.
+                        if self.poll_pass(&tx).await {
+                            self.follow(socket, tx).await;
+                        }
+                        return;
+                    }
+                    Err(why) => {
+                        tracing::debug!(backend = %self.name, "events websocket still not usable: {}", why.0)
+                    }
+                }
+            }
+            if !self.poll_pass(&tx).await {
+                return;
+            }
+        }
+    }
+
+    /// One polling pass into the stream; false once the stream is over.
+    async fn poll_pass(&self, tx: &mpsc::Sender<Result<BackendEvent, BackendError>>) -> bool {
+        let before: HashSet<String> = self.known.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let actions = match self.list_pending(&SyncCursor::default()).await {
+            Ok(ListOutcome::Listed { actions, .. }) => actions,
+            Ok(ListOutcome::NotModified) => Vec::new(),
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return false;
+            }
+        };
+        let listed: HashSet<&str> = actions
+            .iter()
+            .map(|a| a.action.key.external_id.as_str())
+            .collect();
+        let mut gone: Vec<String> = before
+            .into_iter()
+            .filter(|id| !listed.contains(id.as_str()))
+            .collect();
+        gone.sort();
+        for action in actions {
+            let item = BackendEvent::Upsert {
+                event_id: None,
+                action,
+            };
+            if tx.send(Ok(item)).await.is_err() {
+                return false;
+            }
+        }
+        for id in gone {
+            let item = match self.fetch(&id).await {
+                Ok(action) => Ok(BackendEvent::Upsert {
+                    event_id: None,
+                    action,
+                }),
+                // Deleted: ending the stream makes the engine list again, and its list
+                // is what marks a vanished run cancelled.
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A websocket failure as a backend error.
+fn ws_error(url: &str, limits: &Limits, e: tungstenite::Error) -> BackendError {
+    match e {
+        tungstenite::Error::Capacity(_) => BackendError::TooLarge {
+            url: url.to_owned(),
+            limit: limits.max_event_bytes,
+        },
+        e => BackendError::Unreachable {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn close_reason(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
+    match frame {
+        Some(f) if !f.reason.is_empty() => format!("{} ({})", f.reason.as_str(), f.code),
+        Some(f) => f.code.to_string(),
+        None => "no reason given".into(),
+    }
+}
+
 #[async_trait]
 impl Backend for Prefect {
     fn capabilities(&self) -> Capabilities {
@@ -257,7 +679,7 @@ impl Backend for Prefect {
             list: true,
             fetch: true,
             decide: true,
-            subscribe: false,
+            subscribe: true,
         }
     }
 
@@ -289,6 +711,11 @@ impl Backend for Prefect {
             }
             offset += n;
         }
+        // The pending set as of now: events about these runs matter from here on.
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = actions
+            .iter()
+            .map(|a| a.action.key.external_id.clone())
+            .collect();
         Ok(ListOutcome::Listed {
             actions,
             etag: None,
@@ -299,6 +726,22 @@ impl Backend for Prefect {
     async fn fetch(&self, external_id: &str) -> Result<RemoteAction, BackendError> {
         let run = self.run(external_id).await?;
         self.enrich(run).await
+    }
+
+    /// Prefect keeps no resume point we could use (`last_event_id`): the engine lists
+    /// right before subscribing, and the subscription replays the last minute.
+    async fn subscribe(&self, _last_event_id: Option<String>) -> Result<EventStream, BackendError> {
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        match self.connect_events().await {
+            Ok(socket) => {
+                tokio::spawn(this.follow(socket, tx));
+            }
+            Err(why) => {
+                tokio::spawn(this.poll_instead(why, tx));
+            }
+        }
+        Ok(rx)
     }
 
     async fn decide(&self, delivery: &DecisionDelivery) -> Result<DeliveryOutcome, BackendError> {
