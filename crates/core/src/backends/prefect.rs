@@ -1252,6 +1252,79 @@ mod tests {
     }
 
     #[test]
+    fn the_events_websocket_lives_beside_the_api() {
+        assert_eq!(
+            backend(toml::Table::new()).events_url(),
+            "ws://127.0.0.1:4200/api/events/out"
+        );
+        let config = BackendConfig {
+            name: "pf".into(),
+            kind: KIND.into(),
+            url: "https://prefect.example.com/team/api".into(),
+            ..Default::default()
+        };
+        let b = Prefect::new(&config, None, Limits::default()).unwrap();
+        assert_eq!(
+            b.events_url(),
+            "wss://prefect.example.com/team/api/events/out"
+        );
+    }
+
+    fn event(name: &str, state_type: Option<&str>) -> String {
+        let mut resource = json!({
+            "prefect.resource.id": "prefect.flow-run.0b7e0a3c-1111-2222-3333-444455556666",
+            "prefect.resource.name": "brave-otter",
+        });
+        if let Some(t) = state_type {
+            resource["prefect.state-type"] = json!(t);
+            resource["prefect.state-timestamp"] = json!("2026-11-25T02:00:05.5+00:00");
+        }
+        json!({"type": "event", "event": {
+            "id": "s3", "event": name, "occurred": "2026-11-25T02:00:05.5Z",
+            "resource": resource, "related": [], "payload": {}
+        }})
+        .to_string()
+    }
+
+    #[test]
+    fn only_state_events_of_pausing_or_known_runs_are_followed() {
+        let b = backend(toml::Table::new());
+        let seen = |text: &str| match b.classify("ws://x", text).unwrap() {
+            Seen::Run {
+                event_id,
+                run_id,
+                state_at,
+            } => Some((event_id, run_id, state_at.map(|t| t.to_rfc3339()))),
+            Seen::Nothing => None,
+        };
+        assert_eq!(
+            seen(&event("prefect.flow-run.Paused", Some("PAUSED"))),
+            Some((
+                "s3".into(),
+                "0b7e0a3c-1111-2222-3333-444455556666".into(),
+                Some("2026-11-25T02:00:05.500+00:00".into())
+            ))
+        );
+        // A run we never saw paused going to Running, and heartbeats: not ours.
+        assert_eq!(
+            seen(&event("prefect.flow-run.Running", Some("RUNNING"))),
+            None
+        );
+        assert_eq!(seen(&event("prefect.flow-run.heartbeat", None)), None);
+        assert_eq!(seen(r#"{"type":"auth_success"}"#), None);
+        // Once it was seen paused, its next state matters.
+        b.known
+            .lock()
+            .unwrap()
+            .insert("0b7e0a3c-1111-2222-3333-444455556666".into());
+        assert!(seen(&event("prefect.flow-run.Running", Some("RUNNING"))).is_some());
+        assert!(matches!(
+            b.classify("ws://x", "not json"),
+            Err(BackendError::Malformed { .. })
+        ));
+    }
+
+    #[test]
     fn prefect_errors_name_the_detail() {
         assert_eq!(
             prefect_message(br#"{"detail":"Flow run not found"}"#),
