@@ -516,11 +516,17 @@ async fn airflow_hitl_steps_are_listed_approved_denied_and_chosen() {
     // --- approve on a step that asks to choose: refused with the options named -------
     let out = env.run(&["approve", &key("run-no", "choose_region")]);
     let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
     assert!(
         text.contains("this step asks to choose among \"Deploy EU\", \"Deploy US\", \"Skip\"")
             && text.contains("use choose"),
         "{text}"
     );
+    // Refused by the engine before signing: no decision, nothing in the audit chain.
+    let show: Value =
+        serde_json::from_str(&env.ok(&["show", &key("run-no", "choose_region"), "--json"]))
+            .unwrap();
+    assert_eq!(show["decisions"], json!([]), "{show}");
     let untouched = airflow.hitl("run-no", "choose_region").await;
     assert_eq!(untouched["response_received"], false, "{untouched}");
 

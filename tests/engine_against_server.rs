@@ -510,6 +510,8 @@ async fn a_choice_is_checked_signed_with_its_answer_and_recorded() {
         options: vec!["Deploy EU".into(), "Deploy US".into(), "Skip".into()],
         multiple: false,
         default_options: vec!["Skip".into()],
+        approve_option: None,
+        deny_option: None,
         fields: vec![
             FormField {
                 name: "replicas".into(),

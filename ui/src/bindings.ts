@@ -482,6 +482,14 @@ export type InputForm_Deserialize = {
 	multiple?: boolean,
 	default_options?: string[],
 	fields?: FormField_Deserialize[],
+	/**
+	 *  The option an approve stands for (Airflow's ApprovalOperator: "Approve"). A form
+	 *  with options but without one cannot be approved, only chosen on — refused before
+	 *  anything is signed, not by the backend after.
+	 */
+	approve_option?: string | null,
+	/**  The option a deny stands for ("Reject"). */
+	deny_option?: string | null,
 };
 
 /**
@@ -496,6 +504,14 @@ export type InputForm_Serialize = {
 	multiple: boolean,
 	default_options: string[],
 	fields: FormField_Serialize[],
+	/**
+	 *  The option an approve stands for (Airflow's ApprovalOperator: "Approve"). A form
+	 *  with options but without one cannot be approved, only chosen on — refused before
+	 *  anything is signed, not by the backend after.
+	 */
+	approve_option?: string,
+	/**  The option a deny stands for ("Reject"). */
+	deny_option?: string,
 };
 
 /**  Whether notifications can be shown, for the window's header and `countersign notify`. */

@@ -25,6 +25,14 @@ pub enum AnswerError {
     OneOptionOnly(usize),
     #[error("options are picked with `choose`, not with approve or deny")]
     OptionsNeedChoose,
+    #[error(
+        "this step asks to choose among {}; none of them means \"{verdict}\", so use choose",
+        quoted(offered)
+    )]
+    NoSuchVerdict {
+        verdict: &'static str,
+        offered: Vec<String>,
+    },
     #[error("this action has no form, so it takes no fields (got `{0}`)")]
     NoForm(String),
     #[error("the form has no field `{field}` (fields: {})", fields.join(", "))]
@@ -37,6 +45,11 @@ pub enum AnswerError {
     },
     #[error("field `{0}` is required")]
     Required(String),
+}
+
+fn quoted(options: &[String]) -> String {
+    let quoted: Vec<String> = options.iter().map(|o| format!("\"{o}\"")).collect();
+    quoted.join(", ")
 }
 
 /// Checks `answer` against `form` for `verdict` and returns what will be signed and
@@ -87,6 +100,16 @@ pub fn check_answer(
         Verdict::Approve | Verdict::Deny => {
             if !answer.options.is_empty() {
                 return Err(AnswerError::OptionsNeedChoose);
+            }
+            let stands_for = match verdict {
+                Verdict::Approve => &form.approve_option,
+                _ => &form.deny_option,
+            };
+            if !form.options.is_empty() && stands_for.is_none() {
+                return Err(AnswerError::NoSuchVerdict {
+                    verdict: verdict.as_str(),
+                    offered: form.options.clone(),
+                });
             }
         }
     }
@@ -340,6 +363,8 @@ mod tests {
             options: vec!["Deploy EU".into(), "Deploy US".into(), "Skip".into()],
             multiple: false,
             default_options: vec!["Skip".into()],
+            approve_option: None,
+            deny_option: None,
             fields: vec![
                 FormField {
                     name: "replicas".into(),
@@ -429,11 +454,21 @@ mod tests {
 
     #[test]
     fn approve_and_deny_take_no_options_and_leave_required_fields_to_the_verdict() {
-        let f = form();
+        let mut f = form();
         assert_eq!(
             check_answer(Some(&f), Verdict::Approve, answer(&["Skip"], &[])).unwrap_err(),
             AnswerError::OptionsNeedChoose
         );
+        // A step whose options mean nothing like yes or no is only chosen on.
+        assert!(matches!(
+            check_answer(Some(&f), Verdict::Approve, None).unwrap_err(),
+            AnswerError::NoSuchVerdict {
+                verdict: "approve",
+                ..
+            }
+        ));
+        f.approve_option = Some("Deploy EU".into());
+        f.deny_option = Some("Skip".into());
         let denied = check_answer(Some(&f), Verdict::Deny, None)
             .unwrap()
             .unwrap();

@@ -201,6 +201,14 @@ pub struct InputForm {
     pub default_options: Vec<String>,
     #[serde(default)]
     pub fields: Vec<FormField>,
+    /// The option an approve stands for (Airflow's ApprovalOperator: "Approve"). A form
+    /// with options but without one cannot be approved, only chosen on — refused before
+    /// anything is signed, not by the backend after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve_option: Option<String>,
+    /// The option a deny stands for ("Reject").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_option: Option<String>,
 }
 
 /// One typed input of a form.

@@ -880,7 +880,18 @@ fn form_field(name: &str, param: &Value) -> FormField {
 }
 
 fn form(detail: &HitlDetail) -> InputForm {
+    let pick = |words: &[&str]| {
+        detail
+            .options
+            .iter()
+            .find(|o| words.contains(&o.trim().to_lowercase().as_str()))
+            .cloned()
+    };
     InputForm {
+        // Which options approve and deny stand for, so the engine refuses an approve on
+        // a step that only takes a choice before anything is signed.
+        approve_option: pick(YES),
+        deny_option: pick(NO),
         options: detail.options.clone(),
         multiple: detail.multiple,
         default_options: detail.defaults.clone().unwrap_or_default(),

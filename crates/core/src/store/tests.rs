@@ -337,6 +337,8 @@ fn a_form_and_a_choice_round_trip_with_the_snapshot_and_the_decision() {
         multiple: false,
         default_options: vec![],
         fields: vec![],
+        approve_option: None,
+        deny_option: None,
     });
     r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot.clone());
     store
@@ -596,7 +598,9 @@ fn history_filters_combine_and_pages_never_repeat_or_skip() {
 fn snapshot_versions_keep_every_stored_version_oldest_first() {
     let (_dir, store) = file_store();
     let first = remote("v1", "Deploy v1", &[]);
-    store.apply_remote("prod", std::slice::from_ref(&first), t(0)).unwrap();
+    store
+        .apply_remote("prod", std::slice::from_ref(&first), t(0))
+        .unwrap();
     let mut second = first.clone();
     second.action.snapshot.title = "Deploy v2".into();
     second.action = PendingAction::new(second.action.key.clone(), second.action.snapshot);
