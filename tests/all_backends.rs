@@ -6,6 +6,8 @@
 
 mod common;
 
+#[path = "common/airflow.rs"]
+mod airflow;
 #[path = "common/github_hub.rs"]
 mod github_hub;
 #[path = "common/hoop_gateway.rs"]
@@ -53,11 +55,40 @@ fn write_exec_state(path: &Path, actions: &[Value]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The ids of the steps Airflow itself lists as waiting for an answer.
+async fn airflow_open(airflow: &airflow::Airflow) -> BTreeSet<String> {
+    let page = airflow
+        .api(
+            reqwest::Method::GET,
+            "/dags/~/dagRuns/~/hitlDetails?response_received=false",
+            None,
+        )
+        .await;
+    page["hitl_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let ti = &d["task_instance"];
+            format!(
+                "{}/{}/{}/{}",
+                ti["dag_id"].as_str().unwrap(),
+                ti["dag_run_id"].as_str().unwrap(),
+                ti["task_id"].as_str().unwrap(),
+                ti["map_index"]
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_syncs_into_one_inbox_and_a_killed_backend_stops_only_itself() {
     let dir = tempfile::tempdir().unwrap();
 
     // --- the backends ---
+    // Airflow first: it takes the longest to come up.
+    let airflow = airflow::Airflow::start(&dir.path().join("airflow")).await;
+    airflow.trigger("all-1").await;
     let mut reference = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&reference.url());
     producer.create(&new_action("ref-1", "Reference one")).await;
@@ -100,6 +131,17 @@ max_backoff_secs = 1
 repos = ["octo/app", "octo/api"]
 
 [[backend]]
+name = "airflow"
+kind = "airflow"
+url = "{airflow_url}"
+token_env = "AIRFLOW_PASSWORD"
+poll_interval_secs = 1
+max_backoff_secs = 1
+
+[backend.options]
+username = "{airflow_user}"
+
+[[backend]]
 name = "plug"
 kind = "exec"
 command = ["{plugin}", "{state}"]
@@ -107,6 +149,8 @@ poll_interval_secs = 1
 max_backoff_secs = 1
 "#,
         reference = reference.url(),
+        airflow_url = airflow.url,
+        airflow_user = airflow::USER,
         state = exec_state.display(),
     );
     let config = Config::parse(&dir.path().join("config.toml"), &config_text).expect("config");
@@ -116,6 +160,7 @@ max_backoff_secs = 1
         ("REF_TOKEN", common::TOKEN),
         ("HOOP_TOKEN", hoop_gateway::TOKEN),
         ("GH_TOKEN", github_hub::TOKEN),
+        ("AIRFLOW_PASSWORD", common::TOKEN),
     ] {
         std::env::set_var(var, token);
     }
@@ -138,6 +183,10 @@ max_backoff_secs = 1
         .filter(|r| r["status"] == "PENDING")
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
+    // The DAG run's three human-in-the-loop steps, as Airflow lists them.
+    airflow.await_open_steps(3).await;
+    let airflow_expected = airflow_open(&airflow).await;
+    assert_eq!(airflow_expected.len(), 3, "{airflow_expected:?}");
     let expected = |name: &str| -> BTreeSet<String> {
         match name {
             "ref" => ["ref-1", "ref-2"].map(String::from).into(),
@@ -154,6 +203,7 @@ max_backoff_secs = 1
                 && pending_ids(&engine, "hoop") == hoop_expected
                 && pending_ids(&engine, "gh").len() == github_hub::waiting_environments(&hub)
                 && pending_ids(&engine, "plug") == expected("plug")
+                && pending_ids(&engine, "airflow") == airflow_expected
         },
     )
     .await;
@@ -212,6 +262,12 @@ max_backoff_secs = 1
     let mut want = BTreeSet::new();
     want.extend(hoop_live.iter().map(|id| format!("hoop/{id}")));
     want.extend(["plug/x-1", "plug/x-2"].map(String::from));
+    want.extend(
+        airflow_open(&airflow)
+            .await
+            .iter()
+            .map(|id| format!("airflow/{id}")),
+    );
     want.extend(
         github_hub::waiting_ids(&hub)
             .into_iter()
