@@ -501,6 +501,8 @@ impl Prefect {
         let idle = self.limits.stream_idle_timeout;
         let every = (idle / 3).max(Duration::from_millis(100));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // After a slow fetch, one ping is enough, not a burst of the missed ones.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deadline = tokio::time::Instant::now() + idle;
         let failure = loop {
             tokio::select! {
@@ -534,13 +536,17 @@ impl Prefect {
                             detail: "the event stream ended".into(),
                         },
                     };
-                    let (event_id, run_id, state_at) = match self.classify(&url, text.as_str()) {
-                        Ok(Seen::Run { event_id, run_id, state_at }) => (event_id, run_id, state_at),
-                        Ok(Seen::Nothing) => continue,
-                        Err(e) => break e,
-                    };
-                    let fetched = self.fetch_after(&run_id, &event_id, state_at).await;
-                    let item = match fetched {
+                    let (event_id, run_id, state_at) =
+                        match self.classify(&url, text.as_str()) {
+                            Ok(Seen::Run {
+                                event_id,
+                                run_id,
+                                state_at,
+                            }) => (event_id, run_id, state_at),
+                            Ok(Seen::Nothing) => continue,
+                            Err(e) => break e,
+                        };
+                    let item = match self.fetch_after(&run_id, &event_id, state_at).await {
                         Ok(action) => {
                             self.remember(&action);
                             BackendEvent::Upsert { event_id: Some(event_id), action }
@@ -584,16 +590,21 @@ impl Prefect {
                 tried = Instant::now();
                 match self.connect_events().await {
                     Ok(socket) => {
-                        tracing::info!(backend = %self.name, "Prefect events websocket reachable again");
+                        tracing::info!(
+                            backend = %self.name,
+                            "Prefect events websocket reachable again"
+                        );
                         // One more list covers what changed before the socket opened.
                         if self.poll_pass(&tx).await {
                             self.follow(socket, tx).await;
                         }
                         return;
                     }
-                    Err(why) => {
-                        tracing::debug!(backend = %self.name, "events websocket still not usable: {}", why.0)
-                    }
+                    Err(why) => tracing::debug!(
+                        backend = %self.name,
+                        "events websocket still not usable: {}",
+                        why.0
+                    ),
                 }
             }
             if !self.poll_pass(&tx).await {
