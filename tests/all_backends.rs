@@ -12,6 +12,8 @@ mod airflow;
 mod github_hub;
 #[path = "common/hoop_gateway.rs"]
 mod hoop_gateway;
+#[path = "common/prefect.rs"]
+mod prefect;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -55,6 +57,24 @@ fn write_exec_state(path: &Path, actions: &[Value]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The ids of the flow runs Prefect itself lists as paused (waiting for input).
+async fn prefect_paused(url: &str) -> BTreeSet<String> {
+    let runs: Value = reqwest::Client::new()
+        .post(format!("{url}/api/flow_runs/filter"))
+        .json(&json!({"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The ids of the steps Airflow itself lists as waiting for an answer.
 async fn airflow_open(airflow: &airflow::Airflow) -> BTreeSet<String> {
     let page = airflow
@@ -89,6 +109,8 @@ async fn every_kind_syncs_into_one_inbox_and_a_killed_backend_stops_only_itself(
     // Airflow first: it takes the longest to come up.
     let airflow = airflow::Airflow::start(&dir.path().join("airflow")).await;
     airflow.trigger("all-1").await;
+    let (_prefect_server, prefect_url) = prefect::start_server(dir.path()).await;
+    let (_flow, _) = prefect::start_flow(dir.path(), &prefect_url, "all-gate");
     let mut reference = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
     let producer = Producer::new(&reference.url());
     producer.create(&new_action("ref-1", "Reference one")).await;
@@ -142,6 +164,13 @@ max_backoff_secs = 1
 username = "{airflow_user}"
 
 [[backend]]
+name = "prefect"
+kind = "prefect"
+url = "{prefect_url}"
+poll_interval_secs = 1
+max_backoff_secs = 1
+
+[[backend]]
 name = "plug"
 kind = "exec"
 command = ["{plugin}", "{state}"]
@@ -151,6 +180,7 @@ max_backoff_secs = 1
         reference = reference.url(),
         airflow_url = airflow.url,
         airflow_user = airflow::USER,
+        prefect_url = prefect_url,
         state = exec_state.display(),
     );
     let config = Config::parse(&dir.path().join("config.toml"), &config_text).expect("config");
@@ -186,6 +216,14 @@ max_backoff_secs = 1
     // The DAG run's three human-in-the-loop steps, as Airflow lists them.
     airflow.await_open_steps(3).await;
     let airflow_expected = airflow_open(&airflow).await;
+    // The flow run waiting for input, as Prefect lists it.
+    let prefect_expected = loop {
+        let paused = prefect_paused(&prefect_url).await;
+        if !paused.is_empty() {
+            break paused;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     assert_eq!(airflow_expected.len(), 3, "{airflow_expected:?}");
     let expected = |name: &str| -> BTreeSet<String> {
         match name {
@@ -204,6 +242,7 @@ max_backoff_secs = 1
                 && pending_ids(&engine, "gh").len() == github_hub::waiting_environments(&hub)
                 && pending_ids(&engine, "plug") == expected("plug")
                 && pending_ids(&engine, "airflow") == airflow_expected
+                && pending_ids(&engine, "prefect") == prefect_expected
         },
     )
     .await;
@@ -262,6 +301,12 @@ max_backoff_secs = 1
     let mut want = BTreeSet::new();
     want.extend(hoop_live.iter().map(|id| format!("hoop/{id}")));
     want.extend(["plug/x-1", "plug/x-2"].map(String::from));
+    want.extend(
+        prefect_paused(&prefect_url)
+            .await
+            .iter()
+            .map(|id| format!("prefect/{id}")),
+    );
     want.extend(
         airflow_open(&airflow)
             .await
