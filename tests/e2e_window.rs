@@ -8,6 +8,9 @@
 mod common;
 mod e2e;
 
+#[path = "common/airflow.rs"]
+mod airflow;
+
 use std::time::Duration;
 
 use common::{new_action, Producer};
@@ -340,5 +343,60 @@ async fn signed_approval_then_audit_export_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("2 entries, 1 signatures verified"), "{text}");
+    e2e.close().await;
+}
+
+/// Issue 6 in the window: a real Airflow human-in-the-loop step (options, several may be
+/// chosen, typed params) is answered by choosing; Airflow records exactly that answer.
+#[tokio::test]
+async fn airflow_options_and_params_are_answered_in_the_window() {
+    let mut e2e = E2e::start("airflow_options_and_params_are_answered_in_the_window");
+    let af = airflow::Airflow::start(&e2e.dir.path().join("airflow")).await;
+    af.trigger("win-1").await;
+    af.await_open_steps(3).await;
+    let mut config = std::fs::read_to_string(e2e.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[[backend]]\nname = \"airflow\"\nkind = \"airflow\"\nurl = \"{}\"\n\
+         token_env = \"{}\"\npoll_interval_secs = 2\n\n[backend.options]\nusername = \"{}\"\n",
+        af.url,
+        e2e::TOKEN_ENV,
+        airflow::USER
+    ));
+    std::fs::write(e2e.config_path(), config).unwrap();
+    e2e.launch_ready().await;
+
+    let step =
+        r#"[data-testid="inbox-row"][data-key="airflow/countersign_hitl/win-1/choose_region/-1"]"#;
+    e2e.click(step).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    let option = |name: &str| format!(r#"[data-testid="form-option"][data-option="{name}"] input"#);
+    e2e.wait_for(&option("Deploy US"), WAIT).await;
+    let offered = e2e.text_contents(r#"[data-testid="form-option"]"#).await;
+    assert_eq!(offered.len(), 3, "{offered:?}");
+    assert_eq!(e2e.count(APPROVE).await, 0, "a choice step is not approved");
+    e2e.wait_for(r#"[data-testid="form-field"][data-field="replicas"]"#, WAIT)
+        .await;
+    e2e.screenshot("airflow-form").await;
+
+    // Skip is the default: drop it, pick Deploy US, 3 replicas.
+    e2e.click(&option("Skip")).await;
+    e2e.click(&option("Deploy US")).await;
+    let replicas = e2e.wait_for("#form-field-replicas", WAIT).await;
+    replicas.clear().await.expect("clear replicas");
+    replicas.send_keys("3").await.expect("type replicas");
+    e2e.click(r#"[data-testid="choose"]"#).await;
+    e2e.wait_for(
+        r#"[data-testid="decision-result"][data-outcome="delivered"]"#,
+        Duration::from_secs(30),
+    )
+    .await;
+    e2e.screenshot("airflow-chosen").await;
+    let answer = af.hitl("win-1", "choose_region").await;
+    assert_eq!(
+        answer["chosen_options"],
+        serde_json::json!(["Deploy US"]),
+        "{answer}"
+    );
+    assert_eq!(answer["params_input"]["replicas"], 3, "{answer}");
     e2e.close().await;
 }
