@@ -10,6 +10,8 @@ mod e2e;
 
 #[path = "common/airflow.rs"]
 mod airflow;
+#[path = "common/prefect.rs"]
+mod prefect;
 
 use std::time::Duration;
 
@@ -398,5 +400,67 @@ async fn airflow_options_and_params_are_answered_in_the_window() {
         "{answer}"
     );
     assert_eq!(answer["params_input"]["replicas"], 3, "{answer}");
+    e2e.close().await;
+}
+
+/// Issue 6 in the window: a real Prefect run paused for input shows its form (typed
+/// fields from the run input's JSON Schema); approving resumes it with the answer.
+#[tokio::test]
+async fn a_prefect_input_form_is_shown_and_approving_resumes_the_run() {
+    let mut e2e = E2e::start("a_prefect_input_form_is_shown_and_approving_resumes_the_run");
+    let (_server, url) = prefect::start_server(e2e.dir.path()).await;
+    let (_flow, out) = prefect::start_flow(e2e.dir.path(), &url, "win-gate");
+    let mut config = std::fs::read_to_string(e2e.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[[backend]]\nname = \"prefect\"\nkind = \"prefect\"\nurl = \"{url}\"\n\
+         poll_interval_secs = 2\n"
+    ));
+    std::fs::write(e2e.config_path(), config).unwrap();
+    e2e.launch_ready().await;
+
+    let row = r#"[data-testid="inbox-row"][data-key^="prefect/"]"#;
+    e2e.wait_for(row, Duration::from_secs(60)).await;
+    e2e.click(row).await;
+    e2e.wait_for(DETAIL, WAIT).await;
+    e2e.wait_for(
+        r#"[data-testid="form-field"][data-field="approved"][data-type="boolean"]"#,
+        WAIT,
+    )
+    .await;
+    e2e.wait_for(
+        r#"[data-testid="form-field"][data-field="reason"][data-type="text"]"#,
+        WAIT,
+    )
+    .await;
+    assert_eq!(e2e.count(r#"[data-testid="form-option"]"#).await, 0);
+    e2e.screenshot("prefect-form").await;
+
+    e2e.type_text(REASON, "CAB-77 signed off").await;
+    e2e.click(APPROVE).await;
+    e2e.wait_for(
+        r#"[data-testid="decision-result"][data-outcome="delivered"]"#,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The flow got the answer and wrote it down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answer: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&out) {
+            break serde_json::from_str(&text).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(answer["approved"], true, "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("CAB-77 signed off [countersign "),
+        "{answer}"
+    );
     e2e.close().await;
 }
