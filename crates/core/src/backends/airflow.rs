@@ -538,13 +538,7 @@ impl Backend for Airflow {
 
 /// The options a decision answers with, or why it cannot answer this step.
 fn chosen_options(detail: &HitlDetail, d: &Decision) -> Result<Vec<String>, String> {
-    let pick = |words: &[&str]| {
-        detail
-            .options
-            .iter()
-            .find(|o| words.contains(&o.trim().to_lowercase().as_str()))
-            .cloned()
-    };
+    let pick = |words: &[&str]| option_meaning(detail, words);
     let cannot = |verb: &str| {
         format!(
             "this step asks to choose among {}; it has no option meaning \"{verb}\", so use \
@@ -879,14 +873,17 @@ fn form_field(name: &str, param: &Value) -> FormField {
     }
 }
 
+/// The step's option that means one of `words` (yes-like or no-like), if any.
+fn option_meaning(detail: &HitlDetail, words: &[&str]) -> Option<String> {
+    detail
+        .options
+        .iter()
+        .find(|o| words.contains(&o.trim().to_lowercase().as_str()))
+        .cloned()
+}
+
 fn form(detail: &HitlDetail) -> InputForm {
-    let pick = |words: &[&str]| {
-        detail
-            .options
-            .iter()
-            .find(|o| words.contains(&o.trim().to_lowercase().as_str()))
-            .cloned()
-    };
+    let pick = |words: &[&str]| option_meaning(detail, words);
     InputForm {
         // Which options approve and deny stand for, so the engine refuses an approve on
         // a step that only takes a choice before anything is signed.
