@@ -75,6 +75,28 @@ pub struct DecisionBody {
     pub answer: Option<Answer>,
 }
 
+impl DecisionBody {
+    /// The decision as the open protocol (and exec plugins) send it: with the signed
+    /// payload when it is signed, so the receiver can check signature against bytes.
+    pub fn from_decision(d: &crate::model::Decision) -> Self {
+        Self {
+            verdict: d.verdict,
+            reason: d.reason.clone(),
+            snapshot_hash: d.snapshot_hash.clone(),
+            decided_at: d.decided_at,
+            approver: d.approver.clone(),
+            idempotency_key: d.idempotency_key.clone(),
+            public_key: d.public_key.clone(),
+            signature: d.signature.clone(),
+            payload: d
+                .signature
+                .is_some()
+                .then(|| crate::audit::decision_payload(d)),
+            answer: d.answer.clone(),
+        }
+    }
+}
+
 /// 200 answer to a decision: the server's record of it and the action's new state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionAnswer {

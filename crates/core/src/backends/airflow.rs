@@ -165,13 +165,7 @@ impl Airflow {
             .trim_end_matches('/')
             .to_owned();
         http::known_options(&config.name, KIND, &config.options, OPTIONS)?;
-        let string_option = |key: &str| -> Result<Option<String>, BuildError> {
-            match config.options.get(key) {
-                None => Ok(None),
-                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(invalid(format!("option `{key}` must be a string"))),
-            }
-        };
+        let string_option = |key: &str| http::string_option(&config.name, &config.options, key);
         let web_base = string_option("web_url")?
             .map(|u| u.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| base.clone());

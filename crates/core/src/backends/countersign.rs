@@ -166,21 +166,7 @@ impl Backend for OpenProtocol {
             "/actions/{}/decision",
             http::path_segment(&d.action.external_id)
         ));
-        let body = DecisionBody {
-            verdict: d.verdict,
-            reason: d.reason.clone(),
-            snapshot_hash: d.snapshot_hash.clone(),
-            decided_at: d.decided_at,
-            approver: d.approver.clone(),
-            idempotency_key: d.idempotency_key.clone(),
-            public_key: d.public_key.clone(),
-            signature: d.signature.clone(),
-            payload: d
-                .signature
-                .is_some()
-                .then(|| crate::audit::decision_payload(d)),
-            answer: d.answer.clone(),
-        };
+        let body = DecisionBody::from_decision(d);
         let request = self.authorized(self.client.post(&url)).json(&body);
         let answer = http::send(&url, &self.limits, request).await?;
         if answer.status.is_success() {

@@ -970,21 +970,7 @@ impl Backend for Exec {
         let mut request = Request::new("decide");
         request.decision = Some(PluginDecision {
             id: &d.action.external_id,
-            body: DecisionBody {
-                verdict: d.verdict,
-                reason: d.reason.clone(),
-                snapshot_hash: d.snapshot_hash.clone(),
-                decided_at: d.decided_at,
-                approver: d.approver.clone(),
-                idempotency_key: d.idempotency_key.clone(),
-                public_key: d.public_key.clone(),
-                signature: d.signature.clone(),
-                payload: d
-                    .signature
-                    .is_some()
-                    .then(|| crate::audit::decision_payload(d)),
-                answer: d.answer.clone(),
-            },
+            body: DecisionBody::from_decision(d),
         });
         let value = self.call(&request).await?;
         let answer: DecideAnswer = self.decode(&value)?;

@@ -49,6 +49,23 @@ pub(crate) fn known_options(
     }
 }
 
+/// A string `[backend.options]` value; `None` when absent, an error naming the key when
+/// it is not a string.
+pub(crate) fn string_option(
+    backend: &str,
+    options: &toml::Table,
+    key: &str,
+) -> Result<Option<String>, super::BuildError> {
+    match options.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(super::BuildError::Invalid {
+            name: backend.to_owned(),
+            detail: format!("option `{key}` must be a string"),
+        }),
+    }
+}
+
 /// Adds `Authorization: Bearer …` when there is a token.
 pub(crate) fn bearer(request: RequestBuilder, token: Option<&str>) -> RequestBuilder {
     match token {

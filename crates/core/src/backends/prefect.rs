@@ -99,13 +99,7 @@ impl Prefect {
         // Accept both the server root and PREFECT_API_URL (`…/api`).
         let base = url.strip_suffix("/api").unwrap_or(&url).to_owned();
         http::known_options(&config.name, KIND, &config.options, OPTIONS)?;
-        let string_option = |key: &str| -> Result<Option<String>, BuildError> {
-            match config.options.get(key) {
-                None => Ok(None),
-                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(invalid(format!("option `{key}` must be a string"))),
-            }
-        };
+        let string_option = |key: &str| http::string_option(&config.name, &config.options, key);
         let table_option = |key: &str| -> Result<Option<Map<String, Value>>, BuildError> {
             match config.options.get(key) {
                 None => Ok(None),
