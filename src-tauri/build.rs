@@ -5,7 +5,7 @@
 //! each needs an explicit `allow-…` permission: a command the capability does not name
 //! cannot be called from the window.
 
-/// Every `#[tauri::command]` in src-tauri/commands.rs.
+/// Every `#[tauri::command]` of the shell (commands.rs, history.rs, audit.rs, settings.rs).
 const COMMANDS: &[&str] = &[
     "inbox",
     "action_detail",
@@ -15,6 +15,13 @@ const COMMANDS: &[&str] = &[
     "export_audit",
     "app_info",
     "notification_status",
+    // history.rs
+    "history_page",
+    "snapshot_versions",
+    // audit.rs
+    "key_info",
+    "rotate_key",
+    // settings.rs
 ];
 
 fn main() {

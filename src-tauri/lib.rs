@@ -11,7 +11,9 @@
 //! Native notifications (`countersign-notify`) start with the engine: their Open brings
 //! the window forward and sends `open-action`; the tray (`tray`) shows the pending count.
 
+mod audit;
 mod commands;
+mod history;
 mod state;
 mod tray;
 
@@ -57,6 +59,13 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             commands::export_audit,
             commands::app_info,
             commands::notification_status,
+            // History view
+            history::history_page,
+            history::snapshot_versions,
+            // Audit view
+            audit::key_info,
+            audit::rotate_key,
+            // Settings view
         ])
         .events(tauri_specta::collect_events![
             Changed,

@@ -29,6 +29,14 @@ export const commands = {
 	appInfo: () => typedError<AppInfo, ApiError_Serialize>(__TAURI_INVOKE("app_info")),
 	/**  Whether native notifications can be shown (the header says when they cannot). */
 	notificationStatus: () => typedError<NotificationStatus, ApiError_Serialize>(__TAURI_INVOKE("notification_status")),
+	/**  One page of history: full-text search and filters, newest first. */
+	historyPage: (query: HistoryQuery_Deserialize) => typedError<HistoryPage_Serialize, ApiError_Serialize>(__TAURI_INVOKE("history_page", { query })),
+	/**  Every stored version of an action, oldest first (for "what changed"). */
+	snapshotVersions: (key: ActionKey) => typedError<SnapshotVersion_Serialize[], ApiError_Serialize>(__TAURI_INVOKE("snapshot_versions", { key })),
+	/**  The signing key's public half, fingerprint and `allowed_signers` line. */
+	keyInfo: () => typedError<KeyInfo, ApiError_Serialize>(__TAURI_INVOKE("key_info")),
+	/**  Makes a new signing key (recorded in the chain, signed by the old one). */
+	rotateKey: () => typedError<KeyInfo, ApiError_Serialize>(__TAURI_INVOKE("rotate_key")),
 };
 
 /** Events */
@@ -442,6 +450,74 @@ export type FormField_Serialize = {
 	default?: unknown,
 };
 
+/**  Where a page ended, newest first: the last row's request time and row id. */
+export type HistoryCursor = {
+	requested_at: string,
+	/**  The row id; ties on `requested_at` are ordered by it. */
+	row: number | null,
+};
+
+export type HistoryPage = HistoryPage_Serialize | HistoryPage_Deserialize;
+
+export type HistoryPage_Deserialize = {
+	actions: PendingAction_Deserialize[],
+	/**  Present when there may be more rows. */
+	next?: HistoryCursor | null,
+};
+
+export type HistoryPage_Serialize = {
+	actions: PendingAction_Serialize[],
+	/**  Present when there may be more rows. */
+	next: HistoryCursor | null,
+};
+
+/**  What to find in history. Every filter is optional; they combine with AND. */
+export type HistoryQuery = HistoryQuery_Serialize | HistoryQuery_Deserialize;
+
+/**  What to find in history. Every filter is optional; they combine with AND. */
+export type HistoryQuery_Deserialize = {
+	/**
+	 *  Words to find in title, summary, requester, resource, details, timeline text
+	 *  and reasons; each word matches as a prefix, all words must match.
+	 */
+	text?: string | null,
+	backend?: string | null,
+	status?: ActionStatus | null,
+	/**  Only actions this machine decided with this verdict. */
+	verdict?: Verdict | null,
+	requester?: string | null,
+	/**  Requested at or after. */
+	from?: string | null,
+	/**  Requested before. */
+	to?: string | null,
+	/**  Page size (default 100, at most [`MAX_PAGE`]). */
+	limit?: number | null,
+	/**  Continue after this row: the `next` of the previous page. */
+	after?: HistoryCursor | null,
+};
+
+/**  What to find in history. Every filter is optional; they combine with AND. */
+export type HistoryQuery_Serialize = {
+	/**
+	 *  Words to find in title, summary, requester, resource, details, timeline text
+	 *  and reasons; each word matches as a prefix, all words must match.
+	 */
+	text: string | null,
+	backend: string | null,
+	status: ActionStatus | null,
+	/**  Only actions this machine decided with this verdict. */
+	verdict: Verdict | null,
+	requester: string | null,
+	/**  Requested at or after. */
+	from: string | null,
+	/**  Requested before. */
+	to: string | null,
+	/**  Page size (default 100, at most [`MAX_PAGE`]). */
+	limit: number | null,
+	/**  Continue after this row: the `next` of the previous page. */
+	after: HistoryCursor | null,
+};
+
 /**  Everything the inbox shows, read in one go so the numbers agree. */
 export type InboxView = InboxView_Serialize | InboxView_Deserialize;
 
@@ -514,6 +590,13 @@ export type InputForm_Serialize = {
 	deny_option?: string,
 };
 
+/**  The signing key as a person sees it. */
+export type KeyInfo = {
+	public_key: string,
+	fingerprint: string,
+	allowed_signers: string,
+};
+
 /**  Whether notifications can be shown, for the window's header and `countersign notify`. */
 export type NotificationStatus = {
 	available: boolean,
@@ -570,6 +653,23 @@ export type Review_Serialize = {
 
 /**  Hex SHA-256 of a snapshot's canonical JSON. */
 export type SnapshotHash = string;
+
+/**  One version of an action as it was stored (and could be shown). */
+export type SnapshotVersion = SnapshotVersion_Serialize | SnapshotVersion_Deserialize;
+
+/**  One version of an action as it was stored (and could be shown). */
+export type SnapshotVersion_Deserialize = {
+	snapshot_hash: SnapshotHash,
+	first_seen_at: string,
+	snapshot: ActionSnapshot_Deserialize,
+};
+
+/**  One version of an action as it was stored (and could be shown). */
+export type SnapshotVersion_Serialize = {
+	snapshot_hash: SnapshotHash,
+	first_seen_at: string,
+	snapshot: ActionSnapshot_Serialize,
+};
 
 /**  One step in an action's processing, from the backend or from this machine. */
 export type TimelineEvent = TimelineEvent_Serialize | TimelineEvent_Deserialize;

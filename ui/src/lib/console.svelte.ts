@@ -59,7 +59,13 @@ function thrownError(e: unknown): ApiError_Serialize {
   };
 }
 
+/** The console's views; the nav bar and the keyboard (g i, g h, g a, g s) switch them. */
+export const VIEWS = ["inbox", "history", "audit", "settings"] as const;
+export type View = (typeof VIEWS)[number];
+
 export class ConsoleState {
+  /** Which view fills the window below the header. */
+  view = $state<View>("inbox");
   info = $state<AppInfo | null>(null);
   inbox = $state<InboxView_Serialize | null>(null);
   /** The last inbox read failed (after the first succeeded). */
@@ -99,6 +105,11 @@ export class ConsoleState {
 
   constructor(api: Api) {
     this.#api = api;
+  }
+
+  /** The shell's commands, for the views that keep their own state (history, audit, settings). */
+  get api(): Api {
+    return this.#api;
   }
 
   /** Loads the window and starts listening; returns the teardown. */

@@ -112,6 +112,11 @@ export class FakeShell {
   exportResult: () => Res<ExportReport | null> = () =>
     ok({ path: "/tmp/audit.csv", chain: { entries: 4, signatures: 2, head_hash: "ab".repeat(32) } });
   calls: { name: string; arg?: unknown }[] = [];
+  /**
+   * Answers for the commands the views' own tests need (history, audit, settings).
+   * A command that is neither here nor below answers `not_in_fake`, recorded like the rest.
+   */
+  extra: Partial<Commands> = {};
   #listener: ((change: Change) => void) | null = null;
 
   count(name: string): number {
@@ -129,7 +134,7 @@ export class FakeShell {
   }
 
   api(): Api {
-    const commands: Commands = {
+    const base: Partial<Commands> = {
       inbox: () => {
         this.calls.push({ name: "inbox" });
         const res = this.inboxResult?.() ?? ok({ actions: this.actions, backends: this.backends, read_at: new Date().toISOString() });
@@ -165,6 +170,17 @@ export class FakeShell {
         return Promise.resolve(ok({ available: true, detail: "test notification server" }));
       },
     };
+    const commands = new Proxy(base, {
+      get: (target, name) => {
+        if (typeof name !== "string") return undefined;
+        const own = (this.extra as Record<string, unknown>)[name] ?? (target as Record<string, unknown>)[name];
+        if (own !== undefined) return own;
+        return (arg?: unknown) => {
+          this.calls.push({ name, arg });
+          return Promise.resolve(err("not_in_fake", `${name} is not answered by this test`));
+        };
+      },
+    }) as Commands;
     return {
       commands,
       onChanged: (callback) => {
