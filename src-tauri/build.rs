@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     // history.rs
     "history_page",
     "snapshot_versions",
+    "snapshot_diff",
     // audit.rs
     "key_info",
     "rotate_key",

@@ -2,6 +2,7 @@
 
 use countersign_core::api::ApiError;
 use countersign_core::model::ActionKey;
+use countersign_core::snapshot::{diff, FieldChange, SnapshotHash};
 use countersign_core::store::{HistoryPage, HistoryQuery, SnapshotVersion};
 use tauri::State;
 
@@ -25,4 +26,31 @@ pub fn snapshot_versions(
     key: ActionKey,
 ) -> Result<Vec<SnapshotVersion>, ApiError> {
     Ok(state.engine()?.snapshot_versions(&key)?)
+}
+
+/// What changed between two stored versions of an action, field by field (the engine's
+/// diff rules, so the window never re-implements them). `before` and `after` are
+/// snapshot hashes from [`snapshot_versions`]; either order is allowed.
+#[tauri::command]
+#[specta::specta]
+pub fn snapshot_diff(
+    state: State<'_, AppState>,
+    key: ActionKey,
+    before: SnapshotHash,
+    after: SnapshotHash,
+) -> Result<Vec<FieldChange>, ApiError> {
+    let versions = state.engine()?.snapshot_versions(&key)?;
+    let find = |hash: &SnapshotHash| {
+        versions
+            .iter()
+            .find(|v| &v.snapshot_hash == hash)
+            .map(|v| &v.snapshot)
+            .ok_or_else(|| {
+                ApiError::new(
+                    "unknown_snapshot",
+                    format!("{key} has no stored version {}", hash.as_str()),
+                )
+            })
+    };
+    Ok(diff(find(&before)?, find(&after)?))
 }

@@ -62,6 +62,7 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             // History view
             history::history_page,
             history::snapshot_versions,
+            history::snapshot_diff,
             // Audit view
             audit::key_info,
             audit::rotate_key,

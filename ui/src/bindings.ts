@@ -33,6 +33,12 @@ export const commands = {
 	historyPage: (query: HistoryQuery_Deserialize) => typedError<HistoryPage_Serialize, ApiError_Serialize>(__TAURI_INVOKE("history_page", { query })),
 	/**  Every stored version of an action, oldest first (for "what changed"). */
 	snapshotVersions: (key: ActionKey) => typedError<SnapshotVersion_Serialize[], ApiError_Serialize>(__TAURI_INVOKE("snapshot_versions", { key })),
+	/**
+	 *  What changed between two stored versions of an action, field by field (the engine's
+	 *  diff rules, so the window never re-implements them). `before` and `after` are
+	 *  snapshot hashes from [`snapshot_versions`]; either order is allowed.
+	 */
+	snapshotDiff: (key: ActionKey, before: SnapshotHash, after: SnapshotHash) => typedError<FieldChange[], ApiError_Serialize>(__TAURI_INVOKE("snapshot_diff", { key, before, after })),
 	/**  The signing key's public half, fingerprint and `allowed_signers` line. */
 	keyInfo: () => typedError<KeyInfo, ApiError_Serialize>(__TAURI_INVOKE("key_info")),
 	/**  Makes a new signing key (recorded in the chain, signed by the old one). */
