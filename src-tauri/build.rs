@@ -20,8 +20,11 @@ const COMMANDS: &[&str] = &[
     "snapshot_versions",
     "snapshot_diff",
     // audit.rs
+    "audit_status",
+    "export_audit_csv",
     "key_info",
     "rotate_key",
+    "copy_key_text",
     // settings.rs
 ];
 

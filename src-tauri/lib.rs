@@ -64,8 +64,11 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             history::snapshot_versions,
             history::snapshot_diff,
             // Audit view
+            audit::audit_status,
+            audit::export_audit_csv,
             audit::key_info,
             audit::rotate_key,
+            audit::copy_key_text,
             // Settings view
         ])
         .events(tauri_specta::collect_events![
@@ -100,6 +103,8 @@ pub fn run() {
     tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
         .plugin(tauri_plugin_dialog::init())
+        // Used from the shell only (copy_key_text); the page has no clipboard permission.
+        .plugin(tauri_plugin_clipboard_manager::init())
         // Reopens the window where and as large as the person left it.
         .plugin(tauri_plugin_window_state::Builder::default().build())
         .invoke_handler(bindings.invoke_handler())

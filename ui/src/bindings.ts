@@ -39,10 +39,29 @@ export const commands = {
 	 *  snapshot hashes from [`snapshot_versions`]; either order is allowed.
 	 */
 	snapshotDiff: (key: ActionKey, before: SnapshotHash, after: SnapshotHash) => typedError<FieldChange[], ApiError_Serialize>(__TAURI_INVOKE("snapshot_diff", { key, before, after })),
+	/**  The chain re-walked now: verified up to its head, or the first row that breaks it. */
+	auditStatus: () => typedError<ChainStatus_Serialize, ApiError_Serialize>(__TAURI_INVOKE("audit_status")),
+	/**
+	 *  Exports the audit chain, or the part of it `range` picks, as CSV to where the
+	 *  person says in the system's save dialog. The whole chain is verified and the
+	 *  selection read before the dialog opens, so a broken chain or an empty range is
+	 *  said at once instead of after choosing a file. `None` when the person cancelled.
+	 * 
+	 *  A filtered export is an excerpt of the chain: `countersign verify --excerpt`
+	 *  checks it (every row's hash and signature, the links between chain neighbours);
+	 *  only a complete export can prove that nothing is missing (docs/audit-csv.md).
+	 */
+	exportAuditCsv: (range: AuditRange_Deserialize) => typedError<AuditExport | null, ApiError_Serialize>(__TAURI_INVOKE("export_audit_csv", { range })),
 	/**  The signing key's public half, fingerprint and `allowed_signers` line. */
 	keyInfo: () => typedError<KeyInfo, ApiError_Serialize>(__TAURI_INVOKE("key_info")),
 	/**  Makes a new signing key (recorded in the chain, signed by the old one). */
 	rotateKey: () => typedError<KeyInfo, ApiError_Serialize>(__TAURI_INVOKE("rotate_key")),
+	/**
+	 *  Puts the current key's fingerprint or `allowed_signers` line on the clipboard and
+	 *  returns what was copied. The shell writes it (through the clipboard plugin's Rust
+	 *  side), so the page needs no clipboard permission and can copy nothing else.
+	 */
+	copyKeyText: (what: KeyText) => typedError<string, ApiError_Serialize>(__TAURI_INVOKE("copy_key_text", { what })),
 };
 
 /** Events */
@@ -210,6 +229,45 @@ export type AppInfo = {
 	data_dir: string,
 };
 
+/**  A written audit export and how to check it. */
+export type AuditExport = {
+	path: string,
+	/**  Rows written (besides the header). */
+	rows: number,
+	/**
+	 *  The export is filtered: `countersign verify --excerpt` checks it; a complete
+	 *  chain is checked by plain `countersign verify`.
+	 */
+	excerpt: boolean,
+	/**  The whole chain, verified before anything was written. */
+	chain: ChainReport,
+	/**  The command that checks the file (with the approvers' allowed_signers added). */
+	verify_command: string,
+};
+
+/**  Which part of the audit chain to export; nothing set means the whole chain. */
+export type AuditRange = AuditRange_Serialize | AuditRange_Deserialize;
+
+/**  Which part of the audit chain to export; nothing set means the whole chain. */
+export type AuditRange_Deserialize = {
+	/**  Entries made at or after this instant. */
+	from?: string | null,
+	/**  Entries made before this instant. */
+	to?: string | null,
+	/**  Only entries about this backend's actions (key rotations belong to no backend). */
+	backend?: string | null,
+};
+
+/**  Which part of the audit chain to export; nothing set means the whole chain. */
+export type AuditRange_Serialize = {
+	/**  Entries made at or after this instant. */
+	from: string | null,
+	/**  Entries made before this instant. */
+	to: string | null,
+	/**  Only entries about this backend's actions (key rotations belong to no backend). */
+	backend: string | null,
+};
+
 /**  A backend's health as the sync task last saw it. */
 export type BackendStatus = BackendStatus_Serialize | BackendStatus_Deserialize;
 
@@ -243,11 +301,71 @@ export type BackendStatus_Serialize = {
 	pending: number,
 };
 
+/**  The first row of the chain that does not verify, and why. */
+export type BrokenRow = {
+	/**  1-based position in the chain. */
+	row: number,
+	/**  The `seq` that row claims. */
+	seq: number,
+	/**  `edited`, `sequence`, `link`, `signature`, `unknown_signer` or `unsigned`. */
+	code: string,
+	/**  What went wrong, for people. */
+	reason: string,
+};
+
 /**  What a successful verification checked. */
 export type ChainReport = {
 	entries: number,
 	signatures: number,
 	head_hash: string,
+};
+
+/**
+ *  The audit chain as the audit view shows it: verified up to its head, or up to the
+ *  first row that breaks it. A broken chain is a state to show, not a failed call.
+ */
+export type ChainStatus = ChainStatus_Serialize | ChainStatus_Deserialize;
+
+/**
+ *  The audit chain as the audit view shows it: verified up to its head, or up to the
+ *  first row that breaks it. A broken chain is a state to show, not a failed call.
+ */
+export type ChainStatus_Deserialize = {
+	/**  Rows in the chain. */
+	entries: number,
+	/**
+	 *  What verified from the first row on: the whole chain when it is intact, the rows
+	 *  before the break otherwise (`verified.entries` is then the last good `seq`).
+	 */
+	verified: ChainReport,
+	/**  The first row that fails, when one does. */
+	broken?: BrokenRow | null,
+	/**  When the first and the last entry were made (to offer as the export's range). */
+	first_at?: string | null,
+	last_at?: string | null,
+	/**  Backends whose actions the chain has entries about, by name. */
+	backends: string[],
+};
+
+/**
+ *  The audit chain as the audit view shows it: verified up to its head, or up to the
+ *  first row that breaks it. A broken chain is a state to show, not a failed call.
+ */
+export type ChainStatus_Serialize = {
+	/**  Rows in the chain. */
+	entries: number,
+	/**
+	 *  What verified from the first row on: the whole chain when it is intact, the rows
+	 *  before the break otherwise (`verified.entries` is then the last good `seq`).
+	 */
+	verified: ChainReport,
+	/**  The first row that fails, when one does. */
+	broken: BrokenRow | null,
+	/**  When the first and the last entry were made (to offer as the export's range). */
+	first_at: string | null,
+	last_at: string | null,
+	/**  Backends whose actions the chain has entries about, by name. */
+	backends: string[],
 };
 
 /**
@@ -602,6 +720,9 @@ export type KeyInfo = {
 	fingerprint: string,
 	allowed_signers: string,
 };
+
+/**  Which part of the signing key a copy button copies. */
+export type KeyText = "fingerprint" | "allowed_signers";
 
 /**  Whether notifications can be shown, for the window's header and `countersign notify`. */
 export type NotificationStatus = {

@@ -45,6 +45,8 @@ pub enum EngineError {
     Chain(ChainBreak),
     #[error("cannot write the export: {0}")]
     Export(String),
+    #[error("no audit entries match {0}: nothing to export")]
+    NothingToExport(String),
     #[error("backend `{name}` cannot be used: {reason}")]
     BackendUnavailable { name: String, reason: String },
     #[error("`{id}` is ambiguous: {}", candidates.join(", "))]
@@ -66,6 +68,7 @@ impl EngineError {
             Self::Signer(e) => e.code(),
             Self::Chain(_) => "chain_broken",
             Self::Export(_) => "export_failed",
+            Self::NothingToExport(_) => "export_empty",
         }
     }
 }
@@ -193,6 +196,174 @@ pub struct KeyInfo {
     pub allowed_signers: String,
 }
 
+/// The audit chain as the audit view shows it: verified up to its head, or up to the
+/// first row that breaks it. A broken chain is a state to show, not a failed call.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct ChainStatus {
+    /// Rows in the chain.
+    pub entries: u32,
+    /// What verified from the first row on: the whole chain when it is intact, the rows
+    /// before the break otherwise (`verified.entries` is then the last good `seq`).
+    pub verified: ChainReport,
+    /// The first row that fails, when one does.
+    pub broken: Option<BrokenRow>,
+    /// When the first and the last entry were made (to offer as the export's range).
+    pub first_at: Option<DateTime<Utc>>,
+    pub last_at: Option<DateTime<Utc>>,
+    /// Backends whose actions the chain has entries about, by name.
+    pub backends: Vec<String>,
+}
+
+/// The first row of the chain that does not verify, and why.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct BrokenRow {
+    /// 1-based position in the chain.
+    pub row: u32,
+    /// The `seq` that row claims.
+    pub seq: u32,
+    /// `edited`, `sequence`, `link`, `signature`, `unknown_signer` or `unsigned`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub reason: String,
+}
+
+impl From<&ChainBreak> for BrokenRow {
+    fn from(b: &ChainBreak) -> Self {
+        Self {
+            row: u32::try_from(b.row()).unwrap_or(u32::MAX),
+            seq: b.seq(),
+            code: b.code().to_owned(),
+            reason: b.to_string(),
+        }
+    }
+}
+
+/// Which part of the audit chain to export; nothing set means the whole chain.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct AuditRange {
+    /// Entries made at or after this instant.
+    #[serde(default)]
+    pub from: Option<DateTime<Utc>>,
+    /// Entries made before this instant.
+    #[serde(default)]
+    pub to: Option<DateTime<Utc>>,
+    /// Only entries about this backend's actions (key rotations belong to no backend).
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+impl AuditRange {
+    /// No filter: the export is the complete chain.
+    pub fn is_whole(&self) -> bool {
+        self.from.is_none() && self.to.is_none() && self.backend.is_none()
+    }
+
+    fn query(&self) -> AuditQuery {
+        AuditQuery {
+            from: self.from,
+            to: self.to,
+            backend: self.backend.clone(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.is_whole() {
+            return "the chain".to_owned();
+        }
+        let mut parts = Vec::new();
+        if let Some(from) = self.from {
+            parts.push(format!("from {}", from.to_rfc3339()));
+        }
+        if let Some(to) = self.to {
+            parts.push(format!("before {}", to.to_rfc3339()));
+        }
+        if let Some(b) = &self.backend {
+            parts.push(format!("backend `{b}`"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Audit entries chosen for an export, read after the whole chain verified.
+#[derive(Debug, Clone)]
+pub struct AuditSelection {
+    pub entries: Vec<AuditEntry>,
+    /// The whole chain's report, checked before choosing.
+    pub chain: ChainReport,
+    /// A filtered selection: an excerpt of the chain, not all of it.
+    pub excerpt: bool,
+}
+
+/// A written audit export and how to check it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct AuditExport {
+    pub path: String,
+    /// Rows written (besides the header).
+    pub rows: u32,
+    /// The export is filtered: `countersign verify --excerpt` checks it; a complete
+    /// chain is checked by plain `countersign verify`.
+    pub excerpt: bool,
+    /// The whole chain, verified before anything was written.
+    pub chain: ChainReport,
+    /// The command that checks the file (with the approvers' allowed_signers added).
+    pub verify_command: String,
+}
+
+impl AuditSelection {
+    /// Writes the selection as CSV (docs/audit-csv.md). The file appears whole or not
+    /// at all: it is written beside the target and renamed over it.
+    pub fn write_csv(&self, path: &std::path::Path) -> Result<AuditExport, EngineError> {
+        let export_err = |e: &dyn std::fmt::Display| EngineError::Export(e.to_string());
+        let name = path
+            .file_name()
+            .ok_or_else(|| EngineError::Export(format!("{} is not a file name", path.display())))?;
+        let mut partial = std::ffi::OsString::from(".");
+        partial.push(name);
+        partial.push(".partial");
+        let partial = path.with_file_name(partial);
+        let written = (|| {
+            let file = std::fs::File::create(&partial).map_err(|e| export_err(&e))?;
+            let mut out = std::io::BufWriter::new(file);
+            crate::export::write_csv(&self.entries, &mut out).map_err(|e| export_err(&e))?;
+            let file = out.into_inner().map_err(|e| export_err(&e))?;
+            file.sync_all().map_err(|e| export_err(&e))?;
+            std::fs::rename(&partial, path).map_err(|e| export_err(&e))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written?;
+        let shown = path.display().to_string();
+        Ok(AuditExport {
+            rows: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+            excerpt: self.excerpt,
+            chain: self.chain.clone(),
+            verify_command: format!(
+                "countersign verify {}{} --allowed-signers allowed_signers",
+                if self.excerpt { "--excerpt " } else { "" },
+                shell_quote(&shown)
+            ),
+            path: shown,
+        })
+    }
+}
+
+/// Quotes a path for a POSIX shell when it needs it (only for showing a command).
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 impl Engine {
     pub fn new(store: Store, approver: impl Into<String>) -> Self {
         let (changes, _) = broadcast::channel(1024);
@@ -278,6 +449,64 @@ impl Engine {
         Ok(ExportReport {
             path: path.display().to_string(),
             chain: report,
+        })
+    }
+
+    /// The chain's state for the audit view: every row re-walked (links, hashes, every
+    /// signature); a break is reported with the rows that verified before it.
+    pub fn audit_status(&self) -> Result<ChainStatus, EngineError> {
+        let entries = self.store.audit_entries(&AuditQuery::default())?;
+        let (verified, broken) = match audit::verify_chain(&entries, None) {
+            Ok(report) => (report, None),
+            Err(b) => {
+                let good = b.row().saturating_sub(1).min(entries.len());
+                // Those rows passed every check on the way to the break.
+                let report = audit::verify_chain(&entries[..good], None).unwrap_or_default();
+                (report, Some(BrokenRow::from(&b)))
+            }
+        };
+        let backends: std::collections::BTreeSet<String> = entries
+            .iter()
+            .filter_map(|e| {
+                e.action
+                    .as_deref()?
+                    .split_once('/')
+                    .map(|(b, _)| b.to_owned())
+            })
+            .collect();
+        Ok(ChainStatus {
+            entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+            verified,
+            broken,
+            first_at: entries.first().map(|e| e.at),
+            last_at: entries.last().map(|e| e.at),
+            backends: backends.into_iter().collect(),
+        })
+    }
+
+    /// Chooses what an export of `range` holds, after verifying the whole chain (a
+    /// broken chain is reported, not exported as if it were sound). A filtered choice
+    /// is an excerpt: it is checked as `countersign verify --excerpt` will check the
+    /// file (each row's hash and signature, links between chain neighbours), so what is
+    /// written is what that command accepts.
+    pub fn select_audit(&self, range: &AuditRange) -> Result<AuditSelection, EngineError> {
+        let all = self.store.audit_entries(&AuditQuery::default())?;
+        let chain = audit::verify_chain(&all, None).map_err(EngineError::Chain)?;
+        let excerpt = !range.is_whole();
+        let entries = if excerpt {
+            let chosen = self.store.audit_entries(&range.query())?;
+            audit::verify_excerpt(&chosen, None).map_err(EngineError::Chain)?;
+            chosen
+        } else {
+            all
+        };
+        if entries.is_empty() {
+            return Err(EngineError::NothingToExport(range.describe()));
+        }
+        Ok(AuditSelection {
+            entries,
+            chain,
+            excerpt,
         })
     }
 
@@ -595,6 +824,141 @@ fn report(name: &str, result: Result<SyncSummary, SyncError>) -> BackendSyncRepo
 mod tests {
     use super::*;
     use crate::secrets::MemoryTokenStore;
+    use crate::signer::MemoryKeyStore;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 11, 20, hour, 0, 0).unwrap()
+    }
+
+    /// An engine whose chain holds three key rotations, at 09:00, 10:00 and 11:00.
+    fn engine_with_rotations(dir: &std::path::Path) -> Engine {
+        let store = Store::open_in_dir(dir).unwrap();
+        let engine = Engine::new(store, "ana").with_key_store(Arc::new(MemoryKeyStore::default()));
+        for hour in [9, 10, 11] {
+            engine.rotate_key(at(hour)).unwrap();
+        }
+        engine
+    }
+
+    fn read_back(path: &std::path::Path) -> Vec<AuditEntry> {
+        crate::export::read_csv(std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn audit_status_verifies_the_chain_up_to_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_rotations(dir.path());
+        let status = engine.audit_status().unwrap();
+        assert_eq!(status.entries, 3);
+        assert!(status.broken.is_none());
+        assert_eq!(
+            (status.verified.entries, status.verified.signatures),
+            (3, 3)
+        );
+        let head = engine.audit(&AuditQuery::default()).unwrap()[2]
+            .entry_hash
+            .clone();
+        assert_eq!(status.verified.head_hash, head);
+        assert_eq!(
+            (status.first_at, status.last_at),
+            (Some(at(9)), Some(at(11)))
+        );
+        assert!(status.backends.is_empty(), "rotations belong to no backend");
+    }
+
+    #[test]
+    fn audit_status_names_the_first_broken_row_and_what_verified_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_rotations(dir.path());
+        let good_head = engine.audit(&AuditQuery::default()).unwrap()[0]
+            .entry_hash
+            .clone();
+        drop(engine);
+        let db = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER audit_entries_no_update;
+             UPDATE audit_entries SET payload = payload || ' ' WHERE seq = 2;",
+        )
+        .unwrap();
+        drop(db);
+        let store = Store::open_in_dir(dir.path()).unwrap();
+        let engine = Engine::new(store, "ana").with_key_store(Arc::new(MemoryKeyStore::default()));
+        let status = engine.audit_status().unwrap();
+        let broken = status.broken.expect("row 2 was edited");
+        assert_eq!(
+            (broken.row, broken.seq, broken.code.as_str()),
+            (2, 2, "edited")
+        );
+        assert!(broken.reason.contains("row 2"), "{}", broken.reason);
+        assert_eq!(status.verified.entries, 1);
+        assert_eq!(status.verified.head_hash, good_head);
+        assert_eq!(status.entries, 3);
+        let refused = engine.select_audit(&AuditRange::default()).unwrap_err();
+        assert_eq!(refused.code(), "chain_broken");
+    }
+
+    #[test]
+    fn a_whole_export_is_a_complete_chain_and_a_range_is_an_excerpt() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_rotations(dir.path());
+
+        let whole = dir.path().join("whole.csv");
+        let report = engine
+            .select_audit(&AuditRange::default())
+            .unwrap()
+            .write_csv(&whole)
+            .unwrap();
+        assert_eq!((report.rows, report.excerpt), (3, false));
+        assert!(!report.verify_command.contains("--excerpt"));
+        audit::verify_chain(&read_back(&whole), None).unwrap();
+
+        // 10:00 up to (not including) 11:00: the middle rotation only.
+        let range = AuditRange {
+            from: Some(at(10)),
+            to: Some(at(11)),
+            backend: None,
+        };
+        let part = dir.path().join("part of it.csv");
+        let report = engine
+            .select_audit(&range)
+            .unwrap()
+            .write_csv(&part)
+            .unwrap();
+        assert_eq!((report.rows, report.excerpt), (1, true));
+        assert_eq!(report.chain.entries, 3, "the whole chain was checked first");
+        assert!(
+            report.verify_command.contains("--excerpt '"),
+            "{}",
+            report.verify_command
+        );
+        let rows = read_back(&part);
+        assert_eq!(rows.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        audit::verify_excerpt(&rows, None).unwrap();
+        assert!(
+            audit::verify_chain(&rows, None).is_err(),
+            "an excerpt does not pass as a complete chain"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "no partial file is left behind");
+    }
+
+    #[test]
+    fn an_export_with_nothing_in_range_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_rotations(dir.path());
+        let range = AuditRange {
+            backend: Some("nowhere".into()),
+            ..AuditRange::default()
+        };
+        let err = engine.select_audit(&range).unwrap_err();
+        assert_eq!(err.code(), "export_empty");
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
 
     #[test]
     fn keyring_tokens_build_the_backend_and_a_missing_one_degrades_only_it() {

@@ -202,6 +202,30 @@ pub enum ChainBreak {
 }
 
 impl ChainBreak {
+    /// A stable name for what went wrong, for a UI to act on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Edited { .. } => "edited",
+            Self::Sequence { .. } => "sequence",
+            Self::Link { .. } => "link",
+            Self::Signature { .. } => "signature",
+            Self::UnknownSigner { .. } => "unknown_signer",
+            Self::Unsigned { .. } => "unsigned",
+        }
+    }
+
+    /// The `seq` the broken row claims (for a sequence break, the one found).
+    pub fn seq(&self) -> u32 {
+        match self {
+            Self::Edited { seq, .. }
+            | Self::Link { seq, .. }
+            | Self::Signature { seq, .. }
+            | Self::UnknownSigner { seq, .. }
+            | Self::Unsigned { seq, .. } => *seq,
+            Self::Sequence { found, .. } => *found,
+        }
+    }
+
     pub fn row(&self) -> usize {
         match self {
             Self::Edited { row, .. }
