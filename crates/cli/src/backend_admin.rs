@@ -1,17 +1,17 @@
 //! `countersign backend add|test|remove|set-token`: configuring backends. The config file
 //! is edited in place (comments and layout kept); tokens go only to the OS keyring, read
-//! from a no-echo prompt or standard input, never from the command line.
+//! from a no-echo prompt or standard input, never from the command line. The logic is the
+//! engine's (`countersign_core::admin`, shared with the window's settings view); this
+//! module reads arguments and prints.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use countersign_core::backends::{self, BuildError, Limits, ListOutcome, SyncCursor};
-use countersign_core::config::edit::{self, NewBackend, TokenSource};
-use countersign_core::config::{self, BackendConfig, Config};
-use countersign_core::model::ActionStatus;
-use countersign_core::secrets::{OsTokenStore, TokenStore};
+use countersign_core::admin::{self, AdminError, BackendInput, OptionPair, TokenMode};
+use countersign_core::config::{self, edit};
+use countersign_core::secrets::OsTokenStore;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -98,34 +98,37 @@ fn config_path(g: &Global) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The config file's text, empty when it does not exist yet.
-fn read_text(path: &Path) -> Result<Option<String>, CliError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(fail(format!("cannot read config {}: {e}", path.display()))),
+/// The engine's refusal in the CLI's words (its flags instead of the form's fields).
+fn admin_error(e: AdminError, input: Option<&BackendInput>) -> CliError {
+    match (e, input) {
+        (AdminError::UnknownBackend { name, path }, _) => fail(format!(
+            "no backend named `{name}` in {} (see `countersign backends`; add one with \
+             `countersign backend add`)",
+            path.display()
+        )),
+        (AdminError::Invalid(errors), Some(input)) => fail(
+            errors
+                .iter()
+                .map(|e| match e.field.as_str() {
+                    "url" if input.url.is_empty() => format!(
+                        "backend `{}`: kind `{}` needs --url URL",
+                        input.name, input.kind
+                    ),
+                    "command" if input.command.is_empty() => format!(
+                        "backend `{}`: kind `{}` needs --command PROGRAM [ARG]...",
+                        input.name, input.kind
+                    ),
+                    "token_env" => format!(
+                        "--token-env `{}` is not an environment variable name",
+                        input.token_env.as_deref().unwrap_or_default()
+                    ),
+                    _ => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        (e, _) => fail(e.to_string()),
     }
-}
-
-fn configured(path: &Path, name: &str) -> Result<BackendConfig, CliError> {
-    let config = Config::load(path)
-        .map_err(|e| fail(e.to_string()))?
-        .unwrap_or(Config {
-            approver: None,
-            backends: Vec::new(),
-            notifications: Default::default(),
-        });
-    config
-        .backends
-        .into_iter()
-        .find(|b| b.name == name)
-        .ok_or_else(|| {
-            fail(format!(
-                "no backend named `{name}` in {} (see `countersign backends`; add one with \
-                 `countersign backend add`)",
-                path.display()
-            ))
-        })
 }
 
 pub async fn run(g: &Global, command: BackendCommand) -> Result<ExitCode, CliError> {
@@ -149,95 +152,63 @@ fn add(g: &Global, args: AddArgs) -> Result<ExitCode, CliError> {
     if args.token.is_some() {
         return Err(fail(NO_TOKEN_ON_ARGV));
     }
-    if !config::valid_backend_name(&args.name) {
-        return Err(fail(format!(
-            "backend name `{}` must be letters, digits, - or _",
-            args.name
-        )));
-    }
-    let token = match (&args.token_env, args.no_token) {
-        (Some(var), _) => {
-            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(fail(format!(
-                    "--token-env `{var}` is not an environment variable name"
-                )));
-            }
-            TokenSource::Env(var.clone())
-        }
-        (None, true) => TokenSource::None,
-        (None, false) => TokenSource::Keyring,
+    let (token_mode, token_env) = match (&args.token_env, args.no_token) {
+        (Some(var), _) => (TokenMode::Env, Some(var.clone())),
+        (None, true) => (TokenMode::None, None),
+        (None, false) => (TokenMode::Keyring, None),
     };
-    let new = NewBackend {
+    let input = BackendInput {
         name: args.name.clone(),
         kind: args.kind.clone(),
-        url: args.url.clone().filter(|u| !u.is_empty()),
+        url: args.url.clone().unwrap_or_default(),
         command: args.command.clone(),
-        options: args.options.clone(),
-        token: token.clone(),
+        options: args
+            .options
+            .iter()
+            .map(|(key, value)| OptionPair {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        token_mode,
+        token_env: token_env.clone(),
+        poll_interval_secs: None,
+        timeout_secs: None,
     };
     let path = config_path(g)?;
-    let existing = read_text(&path)?;
-    let (text, config) = edit::add_backend(&path, existing.as_deref().unwrap_or(""), &new)
-        .map_err(|e| fail(e.to_string()))?;
-    let entry = config
-        .backends
-        .iter()
-        .find(|b| b.name == args.name)
-        .ok_or_else(|| fail("the new entry did not parse back"))?;
-    // What the engine will do with it, minus the network: unknown kinds, missing URLs and
-    // commands, bad options are refused here rather than at the next sync.
-    if let Err(e) = backends::build(entry, Some("validation-only".into()), Limits::default()) {
-        return Err(fail(match e {
-            BuildError::Invalid { detail, .. }
-                if entry.url.is_empty() && detail.contains("url") =>
-            {
-                format!(
-                    "backend `{}`: kind `{}` needs --url URL",
-                    args.name, args.kind
-                )
-            }
-            BuildError::Invalid { detail, .. }
-                if entry.command.is_empty() && detail.contains("command") =>
-            {
-                format!(
-                    "backend `{}`: kind `{}` needs --command PROGRAM [ARG]...",
-                    args.name, args.kind
-                )
-            }
-            other => other.to_string(),
-        }));
-    }
-    edit::write(&path, &text).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    let saved = admin::add_backend(&path, &input, None, &OsTokenStore::from_env())
+        .map_err(|e| admin_error(e, Some(&input)))?;
     println!(
         "Added backend `{}` ({}) to {}.",
         args.name,
         args.kind,
         path.display()
     );
-    if existing.is_none() {
+    if saved.created_config {
         println!("  (a new config file: the embedded demo no longer runs while it exists)");
     }
-    match token {
-        TokenSource::Keyring => println!(
+    match (token_mode, token_env) {
+        (TokenMode::Env, Some(var)) => println!(
+            "Its token is read from ${var}. Check it with `countersign backend test {}`.",
+            args.name
+        ),
+        (TokenMode::Keyring, _) => println!(
             "Next: store its token with `countersign backend set-token {0}`, then check it \
              with `countersign backend test {0}`.",
             args.name
         ),
-        TokenSource::Env(var) => println!(
-            "Its token is read from ${var}. Check it with `countersign backend test {}`.",
-            args.name
-        ),
-        TokenSource::None => println!("Check it with `countersign backend test {}`.", args.name),
+        _ => println!("Check it with `countersign backend test {}`.", args.name),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `backend test --json`: the engine's report with the sample as ids.
 #[derive(Serialize)]
-struct TestReport {
+struct TestJson {
     backend: String,
     kind: String,
     ok: bool,
-    pending: Option<usize>,
+    pending: Option<u32>,
     /// Up to ten pending action ids.
     sample: Vec<String>,
     error: Option<String>,
@@ -249,109 +220,57 @@ struct TestReport {
 
 async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> {
     let path = config_path(g)?;
-    let b = configured(&path, name)?;
-    let mut report = TestReport {
-        backend: b.name.clone(),
-        kind: b.kind.clone(),
-        ok: false,
-        pending: None,
-        sample: Vec::new(),
-        error: None,
-        error_code: None,
-        partial: None,
-    };
-    let mut limits = Limits::default();
-    if let Some(secs) = b.timeout_secs {
-        limits.request_timeout = std::time::Duration::from_secs(secs.max(1));
-    }
-    let outcome = match b.token_from(&OsTokenStore::from_env()) {
-        Err(e) => Err((e.to_string(), e.code())),
-        Ok(token) => match backends::build(&b, token.map(|t| String::clone(&t)), limits) {
-            Err(e) => Err((e.to_string(), "backend_config")),
-            Ok(backend) => {
-                let listed = backend
-                    .list_pending(&SyncCursor::default())
-                    .await
-                    .map_err(|e| (e.to_string(), e.code()));
-                report.partial = backend.take_partial_failure().map(|e| e.to_string());
-                listed
-            }
-        },
-    };
-    match outcome {
-        Ok(ListOutcome::Listed { actions, .. }) => {
-            let pending: Vec<_> = actions
-                .iter()
-                .filter(|a| a.action.snapshot.status == ActionStatus::Pending)
-                .collect();
-            report.ok = true;
-            report.pending = Some(pending.len());
-            report.sample = pending
-                .iter()
-                .take(10)
-                .map(|a| a.action.key.to_string())
-                .collect();
-            if !json {
-                let where_ = if b.url.is_empty() {
-                    b.command.first().cloned().unwrap_or_default()
-                } else {
-                    b.url.clone()
-                };
-                println!(
-                    "OK: backend `{}` ({}) at {}: connected, authenticated, {} pending action{}.",
-                    b.name,
-                    b.kind,
-                    render::line(&where_),
-                    pending.len(),
-                    if pending.len() == 1 { "" } else { "s" }
-                );
-                for a in pending.iter().take(10) {
-                    println!(
-                        "  {}  {}",
-                        render::line(&a.action.key.to_string()),
-                        render::line(&a.action.snapshot.title)
-                    );
-                }
-                if pending.len() > 10 {
-                    println!("  … and {} more", pending.len() - 10);
-                }
-            }
-            // Listed, but not all of it: the configuration needs fixing, so it fails.
-            if let Some(partial) = &report.partial {
-                report.ok = false;
-                if !json {
-                    eprintln!(
-                        "countersign: backend `{}` listed only in part: {}",
-                        b.name,
-                        render::line(partial)
-                    );
-                }
-            }
-        }
-        Ok(ListOutcome::NotModified) => {
-            // Impossible without an ETag sent; report it rather than guess a count.
-            report.ok = true;
-            if !json {
-                println!("OK: backend `{}` answered (not modified).", b.name);
-            }
-        }
-        Err((message, code)) => {
-            report.error = Some(message.clone());
-            report.error_code = Some(code.to_owned());
-            if !json {
-                // Config and build errors already name the backend.
-                let prefix = format!("backend `{}`", b.name);
-                let message = if message.starts_with(&prefix) {
-                    message
-                } else {
-                    format!("{prefix}: {message}")
-                };
-                eprintln!("countersign: {} [{code}]", render::line(&message));
-            }
-        }
-    }
+    let b = admin::configured(&path, name).map_err(|e| admin_error(e, None))?;
+    let report = admin::test_config(&b, &OsTokenStore::from_env()).await;
     if json {
-        render::json(&report)?;
+        render::json(&TestJson {
+            backend: report.backend.clone(),
+            kind: report.kind.clone(),
+            ok: report.ok,
+            pending: report.pending,
+            sample: report.sample.iter().map(|s| s.key.clone()).collect(),
+            error: report.error.clone(),
+            error_code: report.error_code.clone(),
+            partial: report.partial.clone(),
+        })?;
+    } else if let Some(pending) = report.pending {
+        let where_ = if b.url.is_empty() {
+            b.command.first().cloned().unwrap_or_default()
+        } else {
+            b.url.clone()
+        };
+        println!(
+            "OK: backend `{}` ({}) at {}: connected, authenticated, {} pending action{}.",
+            b.name,
+            b.kind,
+            render::line(&where_),
+            pending,
+            if pending == 1 { "" } else { "s" }
+        );
+        for a in &report.sample {
+            println!("  {}  {}", render::line(&a.key), render::line(&a.title));
+        }
+        if pending > 10 {
+            println!("  … and {} more", pending - 10);
+        }
+        if let Some(partial) = &report.partial {
+            eprintln!(
+                "countersign: backend `{}` listed only in part: {}",
+                b.name,
+                render::line(partial)
+            );
+        }
+    } else if let (Some(message), Some(code)) = (&report.error, &report.error_code) {
+        // Config and build errors already name the backend.
+        let prefix = format!("backend `{}`", b.name);
+        let message = if message.starts_with(&prefix) {
+            message.clone()
+        } else {
+            format!("{prefix}: {message}")
+        };
+        eprintln!("countersign: {} [{code}]", render::line(&message));
+    } else {
+        println!("OK: backend `{}` answered (not modified).", b.name);
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
@@ -362,23 +281,17 @@ async fn test(g: &Global, name: &str, json: bool) -> Result<ExitCode, CliError> 
 
 fn remove(g: &Global, name: &str) -> Result<ExitCode, CliError> {
     let path = config_path(g)?;
-    let b = configured(&path, name)?;
-    let text = read_text(&path)?.unwrap_or_default();
-    let out = edit::remove_backend(&path, &text, name).map_err(|e| fail(e.to_string()))?;
-    edit::write(&path, &out).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
-    println!("Removed backend `{name}` from {}.", path.display());
-    let deleted = OsTokenStore::from_env().delete(name);
-    match deleted {
-        Ok(true) => println!("Deleted its token from the OS keyring."),
-        Ok(false) => {}
-        // A backend that never kept its token there does not need the keyring.
-        Err(_) if !b.token_keyring => {}
-        Err(e) => {
-            return Err(fail(format!(
+    let removed =
+        admin::remove_backend(&path, name, &OsTokenStore::from_env()).map_err(|e| match e {
+            AdminError::Keyring { source, .. } => fail(format!(
                 "removed `{name}` from the config, but its token could not be deleted from \
-                 the OS keyring: {e}"
-            )))
-        }
+                 the OS keyring: {source}"
+            )),
+            e => admin_error(e, None),
+        })?;
+    println!("Removed backend `{name}` from {}.", path.display());
+    if removed.token_deleted {
+        println!("Deleted its token from the OS keyring.");
     }
     println!(
         "Its actions stay in the local history (`countersign history`); it is no longer synced."
@@ -388,18 +301,14 @@ fn remove(g: &Global, name: &str) -> Result<ExitCode, CliError> {
 
 fn set_token(g: &Global, name: &str) -> Result<ExitCode, CliError> {
     let path = config_path(g)?;
-    configured(&path, name)?;
-    let text = read_text(&path)?.unwrap_or_default();
+    admin::configured(&path, name).map_err(|e| admin_error(e, None))?;
     // Refuse before asking for the token when the backend reads it from elsewhere.
-    let new_text = edit::use_keyring_token(&path, &text, name).map_err(|e| fail(e.to_string()))?;
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    edit::use_keyring_token(&path, &text, name).map_err(|e| fail(e.to_string()))?;
     let token = read_token(name)?;
-    let store = OsTokenStore::from_env();
-    store
-        .set(name, token.trim())
-        .map_err(|e| fail(format!("backend `{name}`: {e}")))?;
-    if let Some(new_text) = new_text {
-        edit::write(&path, &new_text)
-            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    let set = admin::set_token(&path, name, &token, &OsTokenStore::from_env())
+        .map_err(|e| admin_error(e, None))?;
+    if set.marker_added {
         println!(
             "Backend `{name}` now reads its token from the OS keyring (token_keyring = true)."
         );
@@ -407,7 +316,7 @@ fn set_token(g: &Global, name: &str) -> Result<ExitCode, CliError> {
     println!(
         "Stored the token for backend `{name}` in the OS keyring (service `{}`, entry `{}`).",
         countersign_core::signer::KEYRING_SERVICE,
-        store.entry_name(name)
+        set.entry
     );
     println!("Check it with `countersign backend test {name}`.");
     Ok(ExitCode::SUCCESS)

@@ -12,8 +12,10 @@
 //! - [`decide`]: the just-in-time decision pipeline and the outbox delivery.
 //! - [`config`]: `config.toml`, with secrets only ever referenced, never stored.
 //! - [`secrets`]: backend tokens in the OS keyring.
+//! - [`admin`]: backend administration and settings (add, edit, test, remove, tokens).
 //! - [`api`]: the one API layer the window and the CLI both call.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod backends;
