@@ -89,6 +89,11 @@ fn webkit_webdriver_bin() -> PathBuf {
     )
 }
 
+/// The repository (the test crate is the workspace root package).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// `target/` of this build (the test binary is `target/debug/deps/e2e_window-…`).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -825,6 +830,54 @@ impl E2e {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write screenshot");
         path
+    }
+
+    /// Runs axe-core (ui/node_modules/axe-core, the version the UI's lockfile pins) on
+    /// the page as it is now and fails on any serious or critical violation, naming
+    /// the rule and the elements. Returns how many rules passed, so a caller can see
+    /// the check did run. `name` labels the failure (which view was checked).
+    pub async fn axe(&self, name: &str) -> usize {
+        let src = repo_root().join("ui/node_modules/axe-core/axe.min.js");
+        let axe = std::fs::read_to_string(&src)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `npm --prefix ui ci`)", src.display()));
+        // WebDriver scripts run outside the page's CSP, so axe can be injected as-is.
+        self.js(&format!("{axe}\n;return typeof window.axe;"), vec![])
+            .await;
+        let result = self
+            .client()
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 window.axe.run(document, {
+                   runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+                   resultTypes: ['violations'],
+                 }).then(
+                   (r) => done({
+                     passes: r.passes.length,
+                     violations: r.violations
+                       .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                       .map((v) => ({
+                         id: v.id, impact: v.impact, help: v.help,
+                         nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ') + ' :: ' + n.failureSummary),
+                       })),
+                   }),
+                   (e) => done({ error: String(e) }),
+                 );",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("axe.run: {e}"));
+        if let Some(error) = result.get("error") {
+            panic!("E2E[{}]: axe-core failed on {name}: {error}", self.name);
+        }
+        let violations = result["violations"].as_array().cloned().unwrap_or_default();
+        if !violations.is_empty() {
+            let text = serde_json::to_string_pretty(&violations).unwrap_or_default();
+            self.fail(&format!(
+                "axe-core: serious/critical accessibility violations on {name}:\n{text}"
+            ))
+            .await;
+        }
+        result["passes"].as_u64().unwrap_or(0) as usize
     }
 
     /// Fails the test with a screenshot and the page's HTML for the post-mortem.

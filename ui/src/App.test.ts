@@ -102,10 +102,12 @@ describe("inbox", () => {
     expect(rows.every((r) => r.tagName === "BUTTON")).toBe(true);
     rows[0]?.focus();
     rows[0]?.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
-    expect(document.activeElement).toBe(rows[1]);
-    rows[1]?.click();
+    await waitFor(() => {
+      expect(document.activeElement?.getAttribute("data-key")).toBe("prod/k-2");
+    });
+    qa(tid("inbox-row"))[1]?.click();
     await waitFor(() => { expect(q(tid("detail"))?.dataset["key"]).toBe("prod/k-2"); });
-    expect(rows[1]?.getAttribute("aria-current")).toBe("true");
+    expect(qa(tid("inbox-row"))[1]?.getAttribute("aria-current")).toBe("true");
   });
 });
 

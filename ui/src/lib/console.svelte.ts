@@ -29,6 +29,8 @@ import { coalesce } from "./coalesce.ts";
 import { sameKey, touches } from "./model.ts";
 import { answerFor, hasErrors, initialDraft, toggleOption, type FormDraft } from "./form.ts";
 import { describeError, describeReport, STALE_CODE, type ResultText } from "./results.ts";
+import { SvelteSet } from "svelte/reactivity";
+import { arrange, NO_FILTER, prune, type GroupBy, type InboxFilter, type SortBy } from "./inbox.ts";
 
 /** At most one re-read per this many milliseconds, however many events arrive. */
 export const REFRESH_INTERVAL_MS = 150;
@@ -82,6 +84,8 @@ export class ConsoleState {
   loadingDetail = $state(false);
 
   reason = $state("");
+  /** Pressing Enter in the reason field sends this verdict (set by the `d` key). */
+  armed = $state<Verdict | null>(null);
   deciding = $state<Verdict | null>(null);
   result = $state<ResultText | null>(null);
   refusal = $state<Refusal | null>(null);
@@ -179,6 +183,7 @@ export class ConsoleState {
     this.now = Date.now();
     if (view !== null) {
       this.inbox = view;
+      this.pruneChecked();
       this.inboxError = null;
       this.fatal = null;
     } else if (this.inbox === null) {
@@ -364,8 +369,96 @@ export class ConsoleState {
     void this.refreshDetail();
   }
 
+  // --- The inbox as a list to work through --------------------------------------
+
+  inboxFilter = $state<InboxFilter>({ ...NO_FILTER });
+  sortBy = $state<SortBy>("time_left");
+  groupBy = $state<GroupBy>("none");
+  /** Rows as drawn (filtered, sorted, grouped); the list shows a window of them. */
+  items = $derived(arrange(this.inbox?.actions ?? [], this.inboxFilter, this.sortBy, this.groupBy));
+  /** The row the keyboard is on (index into `items`). */
+  cursor = $state(0);
+  /** Keys (`backend/id`) ticked for denying several at once. */
+  checked = new SvelteSet<string>();
+  /** The last bulk deny: how far it got and what was refused. */
+  bulk = $state<{ total: number; done: number; denied: number; failed: { key: string; message: string }[] } | null>(null);
+
+  toggleChecked(key: string): void {
+    if (this.checked.has(key)) this.checked.delete(key);
+    else this.checked.add(key);
+  }
+
+  /** Forget ticked rows that are no longer pending (decided here or elsewhere). */
+  pruneChecked(): void {
+    const keep = prune(this.checked, this.inbox?.actions ?? []);
+    for (const k of [...this.checked]) if (!keep.has(k)) this.checked.delete(k);
+  }
+
+  /**
+   * Denies every ticked action with one reason. Each is its own decision: bound to the
+   * snapshot the list showed for it, re-checked, signed and delivered on its own, so a
+   * request that changed since is refused alone and the rest still go through.
+   */
+  async denyChecked(reason: string): Promise<void> {
+    const why = reason.trim();
+    if (why === "" || this.bulk?.done !== this.bulk?.total) return;
+    const rows = (this.inbox?.actions ?? []).filter((a) => this.checked.has(`${a.key.backend}/${a.key.external_id}`));
+    this.bulk = { total: rows.length, done: 0, denied: 0, failed: [] };
+    for (const a of rows) {
+      const name = `${a.key.backend}/${a.key.external_id}`;
+      let res;
+      try {
+        res = await this.#api.commands.decide({
+          action: $state.snapshot(a.key),
+          verdict: "deny",
+          reason: why,
+          seen_snapshot_hash: a.snapshot_hash,
+        });
+      } catch (e) {
+        res = { status: "error" as const, error: thrownError(e) };
+      }
+      if (res.status === "ok") {
+        this.bulk.denied += 1;
+        this.checked.delete(name);
+      } else {
+        this.bulk.failed.push({ key: name, message: `${res.error.message} (${res.error.code})` });
+      }
+      this.bulk.done += 1;
+    }
+    await this.refreshInbox();
+    this.pruneChecked();
+  }
+
+  /** Moves the keyboard cursor to the next (or previous) action row. */
+  moveCursor(step: 1 | -1): void {
+    const items = this.items;
+    if (items.length === 0) return;
+    let i = Math.min(Math.max(this.cursor, 0), items.length - 1);
+    if (items[i]?.type !== "action") step = 1;
+    for (let j = i + step; j >= 0 && j < items.length; j += step) {
+      if (items[j]?.type === "action") {
+        i = j;
+        break;
+      }
+    }
+    this.cursor = i;
+  }
+
+  /** Opens the action under the keyboard cursor. */
+  openCursor(): void {
+    const item = this.items[this.cursor];
+    if (item?.type === "action") void this.select(item.action.key);
+  }
+
+  /** The key under the cursor as `backend/id`, if it is an action. */
+  get cursorKey(): string | null {
+    const item = this.items[this.cursor];
+    return item?.type === "action" ? item.id : null;
+  }
+
   #resetDecision(): void {
     this.reason = "";
+    this.armed = null;
     this.deciding = null;
     this.result = null;
     this.refusal = null;
