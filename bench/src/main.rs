@@ -1,7 +1,11 @@
 //! `countersign-bench`: generates large stores and measures Countersign beside a
 //! reference measured in the same run (bench/README.md).
 
+mod audit;
 mod generate;
+mod history;
+mod proc;
+mod table;
 mod words;
 
 use std::path::PathBuf;
@@ -43,6 +47,39 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmark 2: inbox, history filters and full-text search on a generated store.
+    History {
+        #[arg(long)]
+        db: PathBuf,
+        /// Timed runs of each query (after two warm-up runs).
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Per-query figures on stderr.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Benchmark 3: `countersign export` against sqlite3's CSV export, and `verify`.
+    Audit {
+        #[arg(long)]
+        db: PathBuf,
+        /// The `countersign` binary to measure.
+        #[arg(long)]
+        cli: PathBuf,
+        #[arg(long, default_value = "sqlite3")]
+        sqlite3: String,
+        /// Where the CSV files go (deleted afterwards).
+        #[arg(long)]
+        work: PathBuf,
+        /// Runs of each export; the median counts.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn print_rows(rows: &[table::Row]) {
+    for r in rows {
+        println!("{}", r.markdown());
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,6 +117,18 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string())
         }
+        Command::History { db, runs, verbose } => history::run(&db, runs.max(1), verbose)
+            .map(|rows| print_rows(&rows))
+            .map_err(|e| e.to_string()),
+        Command::Audit {
+            db,
+            cli,
+            sqlite3,
+            work,
+            runs,
+        } => audit::run(&db, &cli, &sqlite3, &work, runs)
+            .map(|rows| print_rows(&rows))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

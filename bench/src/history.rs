@@ -1,0 +1,299 @@
+//! Benchmark 2: history at scale. The inbox, history filters and full-text search as the
+//! window asks for them (through `Engine`, rows decoded into `PendingAction`s), against a
+//! floor: the same SQL shape on a bare connection returning only row ids, so the ratio
+//! is what the engine adds on top of SQLite.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use countersign_core::model::{ActionStatus, Verdict};
+use countersign_core::store::{HistoryQuery, Store};
+use countersign_core::Engine;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, OpenFlags};
+
+use crate::generate::{backend_name, APPROVER};
+use crate::table::{self, percentiles, Row};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One query the window can make, and its id-only equivalent.
+struct Case {
+    label: String,
+    query: HistoryQuery,
+    floor_sql: String,
+    floor_args: Vec<Value>,
+}
+
+const PAGE: u32 = 100;
+
+/// `"word"*` for each word, as the store quotes them.
+fn terms(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| w.replace('"', ""))
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .map(|w| format!("\"{w}\"*"))
+        .collect()
+}
+
+fn floor(clauses: &[String]) -> String {
+    format!(
+        "SELECT a.id FROM actions a JOIN backends b ON b.id = a.backend_id{} \
+         ORDER BY a.requested_at DESC, a.id DESC LIMIT {}",
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        },
+        PAGE + 1
+    )
+}
+
+fn text_case(text: &str) -> Case {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    for t in terms(text) {
+        args.push(Value::Text(t));
+        let n = args.len();
+        clauses.push(format!(
+            "a.id IN (SELECT rowid FROM action_fts WHERE action_fts MATCH ?{n} \
+             UNION SELECT action_id FROM event_fts WHERE event_fts MATCH ?{n} \
+             UNION SELECT action_id FROM decision_fts WHERE decision_fts MATCH ?{n})"
+        ));
+    }
+    Case {
+        label: format!("search \"{text}\""),
+        query: HistoryQuery {
+            text: Some(text.to_owned()),
+            limit: Some(PAGE),
+            ..HistoryQuery::default()
+        },
+        floor_sql: floor(&clauses),
+        floor_args: args,
+    }
+}
+
+fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
+    let q = |f: &dyn Fn(&mut HistoryQuery)| {
+        let mut q = HistoryQuery {
+            limit: Some(PAGE),
+            ..HistoryQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let github = backend_name(2);
+    let prod = backend_name(0);
+    let mid = span.0 + (span.1 - span.0) / 2;
+    let week_end = mid + chrono::Duration::days(7);
+    let millis = |t: DateTime<Utc>| countersign_core::snapshot::format_millis(&t);
+    vec![
+        Case {
+            label: format!("backend {github}"),
+            query: q(&|q| q.backend = Some(github.clone())),
+            floor_sql: floor(&["b.name = ?1".into()]),
+            floor_args: vec![Value::Text(github.clone())],
+        },
+        Case {
+            label: "status denied".into(),
+            query: q(&|q| q.status = Some(ActionStatus::Denied)),
+            floor_sql: floor(&["a.status = ?1".into()]),
+            floor_args: vec![Value::Text("denied".into())],
+        },
+        Case {
+            label: "requester ana".into(),
+            query: q(&|q| q.requester = Some("ana".into())),
+            floor_sql: floor(&["a.requester = ?1".into()]),
+            floor_args: vec![Value::Text("ana".into())],
+        },
+        Case {
+            label: "verdict deny".into(),
+            query: q(&|q| q.verdict = Some(Verdict::Deny)),
+            floor_sql: floor(&[
+                "EXISTS (SELECT 1 FROM decisions d WHERE d.action_id = a.id AND d.verdict = ?1)"
+                    .into(),
+            ]),
+            floor_args: vec![Value::Text("deny".into())],
+        },
+        Case {
+            label: format!("backend {prod} + status expired"),
+            query: q(&|q| {
+                q.backend = Some(prod.clone());
+                q.status = Some(ActionStatus::Expired);
+            }),
+            floor_sql: floor(&["b.name = ?1".into(), "a.status = ?2".into()]),
+            floor_args: vec![Value::Text(prod.clone()), Value::Text("expired".into())],
+        },
+        Case {
+            label: "one week, mid-history".into(),
+            query: q(&|q| {
+                q.from = Some(mid);
+                q.to = Some(week_end);
+            }),
+            floor_sql: floor(&["a.requested_at >= ?1".into(), "a.requested_at < ?2".into()]),
+            floor_args: vec![Value::Text(millis(mid)), Value::Text(millis(week_end))],
+        },
+        Case {
+            label: "requester ana + status approved, one week".into(),
+            query: q(&|q| {
+                q.requester = Some("ana".into());
+                q.status = Some(ActionStatus::Approved);
+                q.from = Some(mid);
+                q.to = Some(week_end);
+            }),
+            floor_sql: floor(&[
+                "a.requester = ?1".into(),
+                "a.status = ?2".into(),
+                "a.requested_at >= ?3".into(),
+                "a.requested_at < ?4".into(),
+            ]),
+            floor_args: vec![
+                Value::Text("ana".into()),
+                Value::Text("approved".into()),
+                Value::Text(millis(mid)),
+                Value::Text(millis(week_end)),
+            ],
+        },
+    ]
+}
+
+fn search_cases(actions: i64) -> Vec<Case> {
+    let ticket = format!("OPS-{}", 10_000 + actions / 2);
+    [
+        "canary",
+        "rollback orders",
+        "deadlock replica",
+        "ana",
+        "prod kafka",
+        ticket.as_str(),
+        APPROVER,
+        "nosuchword",
+    ]
+    .iter()
+    .map(|t| text_case(t))
+    .collect()
+}
+
+/// Runs `f` `runs` times after two warm-up calls; the durations of the timed calls.
+fn time<E>(
+    runs: usize,
+    mut f: impl FnMut() -> Result<usize, E>,
+) -> Result<(Vec<Duration>, usize), E> {
+    let mut rows = 0;
+    for _ in 0..2 {
+        rows = f()?;
+    }
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        rows = f()?;
+        out.push(t.elapsed());
+    }
+    Ok((out, rows))
+}
+
+pub fn run(db: &Path, runs: usize, verbose: bool) -> Result<Vec<Row>, BoxError> {
+    let engine = Engine::new(Store::open(db)?, APPROVER);
+    let raw = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let actions: i64 = raw.query_row("SELECT count(*) FROM actions", [], |r| r.get(0))?;
+    let events: i64 = raw.query_row("SELECT count(*) FROM timeline_events", [], |r| r.get(0))?;
+    let (first, last): (String, String) = raw.query_row(
+        "SELECT min(requested_at), max(requested_at) FROM actions",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let parse = |s: &str| -> Result<DateTime<Utc>, BoxError> {
+        Ok(DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc))
+    };
+    let span = (parse(&first)?, parse(&last)?);
+    let scale = format!("{actions} actions / {events} events");
+    let mut rows = Vec::new();
+
+    // The inbox, as the window loads it: pending actions and backend health.
+    let (ours, n) = time(runs, || {
+        engine
+            .inbox(Utc::now())
+            .map(|v| v.actions.len() + v.backends.len())
+    })?;
+    let mut floor_stmt = raw.prepare(
+        "SELECT a.id FROM actions a WHERE a.status = 'pending'
+         ORDER BY a.expires_at IS NULL, a.expires_at, a.requested_at, a.id",
+    )?;
+    let (reference, _) = time(runs, || -> rusqlite::Result<usize> {
+        let ids: Vec<i64> = floor_stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids.len())
+    })?;
+    drop(floor_stmt);
+    if verbose {
+        eprintln!("inbox: {n} rows");
+    }
+    rows.push(latency_row(
+        &format!("inbox query ({scale})"),
+        &ours,
+        &reference,
+        Duration::from_millis(20),
+    ));
+
+    for (name, cases, goal) in [
+        (
+            "history filter",
+            filter_cases(span),
+            Duration::from_millis(20),
+        ),
+        (
+            "FTS search",
+            search_cases(actions),
+            Duration::from_millis(50),
+        ),
+    ] {
+        let mut ours_all = Vec::new();
+        let mut ref_all = Vec::new();
+        for case in &cases {
+            let (ours, n) = time(runs, || {
+                engine.history_page(&case.query).map(|p| p.actions.len())
+            })?;
+            let mut stmt = raw.prepare(&case.floor_sql)?;
+            let (reference, m) = time(runs, || -> rusqlite::Result<usize> {
+                let ids: Vec<i64> = stmt
+                    .query_map(params_from_iter(case.floor_args.iter()), |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(ids.len())
+            })?;
+            if verbose {
+                let p = percentiles(&ours);
+                let f = percentiles(&reference);
+                eprintln!(
+                    "{name} {:<45} rows {n:>3} (floor {m:>3})  ours {}  floor {}",
+                    case.label,
+                    table::p50_p99(&p),
+                    table::p50_p99(&f)
+                );
+            }
+            ours_all.extend(ours);
+            ref_all.extend(reference);
+        }
+        rows.push(latency_row(
+            &format!("{name}, {} queries ({scale})", cases.len()),
+            &ours_all,
+            &ref_all,
+            goal,
+        ));
+    }
+    Ok(rows)
+}
+
+fn latency_row(name: &str, ours: &[Duration], reference: &[Duration], goal: Duration) -> Row {
+    let p = percentiles(ours);
+    let r = percentiles(reference);
+    Row {
+        name: name.to_owned(),
+        ours: table::p50_p99(&p),
+        reference: format!("{} (SQL floor, ids only)", table::p50_p99(&r)),
+        ratio: table::ratio(p.p99, r.p99),
+        goal: format!("p99 < {}", table::ms(goal)),
+        met: Some(p.p99 < goal),
+    }
+}
