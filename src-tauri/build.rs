@@ -26,6 +26,12 @@ const COMMANDS: &[&str] = &[
     "rotate_key",
     "copy_key_text",
     // settings.rs
+    "settings_view",
+    "add_backend",
+    "edit_backend",
+    "test_backend",
+    "remove_backend",
+    "save_preferences",
 ];
 
 fn main() {

@@ -1,12 +1,15 @@
 //! Countersign desktop shell (Tauri v2): thin glue around the engine in `crates/core`.
 //!
 //! - `commands`: the window's commands, each a few lines calling `Engine`.
-//! - `state`: the engine, the embedded server and the sync tasks' lifetime.
+//! - `settings`: the settings view's commands (`countersign_core::admin`); each change
+//!   is followed by [`reload`].
+//! - `state`: the engine (swappable), the embedded server and the sync tasks' lifetime.
 //! - [`bindings`]: the typed IPC surface; `ui/src/bindings.ts` is generated from it.
 //!
 //! On start the shell opens the engine like the CLI does (config file, or the embedded
 //! demo server when there is none), starts one sync task per backend, and forwards the
-//! engine's change broadcast to the window as the `changed` event.
+//! engine's change broadcast to the window as the `changed` event. A settings change
+//! rebuilds all of that from the config ([`reload`]) without restarting the app.
 //!
 //! Native notifications (`countersign-notify`) start with the engine: their Open brings
 //! the window forward and sends `open-action`; the tray (`tray`) shows the pending count.
@@ -14,6 +17,7 @@
 mod audit;
 mod commands;
 mod history;
+mod settings;
 mod state;
 mod tray;
 
@@ -30,7 +34,7 @@ use serde::Serialize;
 use tauri::Manager;
 use tauri_specta::Event;
 
-use state::{AppInfo, AppState, Running};
+use state::{AppInfo, AppState, Current, Running};
 
 /// Something changed in the store: re-read what is on screen.
 #[derive(Debug, Clone, Serialize, specta::Type, tauri_specta::Event)]
@@ -70,6 +74,12 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             audit::rotate_key,
             audit::copy_key_text,
             // Settings view
+            settings::settings_view,
+            settings::add_backend,
+            settings::edit_backend,
+            settings::test_backend,
+            settings::remove_backend,
+            settings::save_preferences,
         ])
         .events(tauri_specta::collect_events![
             Changed,
@@ -110,10 +120,9 @@ pub fn run() {
         .invoke_handler(bindings.invoke_handler())
         .on_window_event(|window, event| {
             if let tauri::WindowEvent::CloseRequested { api, .. } = event {
-                let to_tray = matches!(
-                    window.try_state::<AppState>().as_deref(),
-                    Some(AppState::Running(r)) if r.close_to_tray
-                );
+                let to_tray = window
+                    .try_state::<AppState>()
+                    .is_some_and(|s| s.close_to_tray());
                 // Only with a tray to come back from.
                 if to_tray && tray::exists(window.app_handle()) {
                     api.prevent_close();
@@ -123,12 +132,13 @@ pub fn run() {
         })
         .setup(move |app| {
             bindings.mount_events(app);
-            let state = tauri::async_runtime::block_on(start_engine(app.handle().clone()));
-            let engine = state.engine().ok().cloned();
-            app.manage(state);
-            if let Some(engine) = engine {
+            let paths = Paths::from_env();
+            let config_path = paths.config.clone().or_else(config::default_config_path);
+            let current = tauri::async_runtime::block_on(start_engine(app.handle().clone()));
+            app.manage(AppState::new(current.clone(), config_path));
+            if let Current::Running(running) = current {
                 // A desktop without a tray is no reason not to start.
-                if let Err(e) = tray::build(app.handle(), engine) {
+                if let Err(e) = tray::build(app.handle(), &running) {
                     tracing::warn!("no tray icon: {e}");
                 }
             }
@@ -140,13 +150,13 @@ pub fn run() {
 
 /// Opens the engine, starts syncing and forwards changes to the window. A failure is
 /// kept as the app's state so the window can say what is wrong.
-async fn start_engine(app: tauri::AppHandle) -> AppState {
+async fn start_engine(app: tauri::AppHandle) -> Current {
     let paths = Paths::from_env();
     let launched = match launch::open(&paths, Embedded::Demo, chrono::Utc::now()).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("cannot start the engine: {e}");
-            return AppState::Failed(ApiError::new(e.code(), e.to_string()));
+            return Current::Failed(ApiError::new(e.code(), e.to_string()));
         }
     };
     let engine = Arc::new(launched.engine);
@@ -162,13 +172,38 @@ async fn start_engine(app: tauri::AppHandle) -> AppState {
         open_callback(app.clone()),
         listener.clone(),
     );
-    forward_notification_status(app.clone(), &notifier);
+    forward_notification_status(app.clone(), &notifier, listener.clone());
     engine.spawn_sync(&listener);
+    forward_changes(app, &engine, listener);
+    Current::Running(Arc::new(Running {
+        info: AppInfo {
+            approver: engine.approver().to_owned(),
+            embedded: launched.embedded,
+            data_dir: launched.data_dir.display().to_string(),
+        },
+        engine,
+        notifier,
+        close_to_tray: notifications.close_to_tray,
+        server: std::sync::Mutex::new(launched.server),
+        sync: trigger,
+    }))
+}
+
+/// Sends the engine's changes to the window as `changed` until `shutdown`.
+fn forward_changes(
+    app: tauri::AppHandle,
+    engine: &countersign_core::Engine,
+    mut shutdown: shutdown::Shutdown,
+) {
     let mut changes = engine.changes();
     tauri::async_runtime::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            match changes.recv().await {
+            let change = tokio::select! {
+                _ = shutdown.wait() => break,
+                change = changes.recv() => change,
+            };
+            match change {
                 Ok(change) => {
                     let _ = Changed(change).emit(&app);
                 }
@@ -178,18 +213,34 @@ async fn start_engine(app: tauri::AppHandle) -> AppState {
             }
         }
     });
-    AppState::Running(Running {
-        info: AppInfo {
-            approver: engine.approver().to_owned(),
-            embedded: launched.embedded,
-            data_dir: launched.data_dir.display().to_string(),
-        },
-        engine,
-        notifier,
-        close_to_tray: notifications.close_to_tray,
-        _server: launched.server,
-        _sync: trigger,
-    })
+}
+
+/// Rebuilds the engine from the config after a settings change, without restarting the
+/// app: the new engine (same store file) starts syncing, takes the old one's place, the
+/// old one's sync tasks, notifier and embedded server stop, the tray follows the new one
+/// and the window gets `changed` to re-read everything. `changed_backend` names what
+/// changed (it is the event's payload).
+pub(crate) async fn reload(app: &tauri::AppHandle, changed_backend: &str) -> Result<(), ApiError> {
+    let state = app.state::<AppState>();
+    let _one_at_a_time = state.reloading.lock().await;
+    let next = start_engine(app.clone()).await;
+    let previous = state.replace(next.clone());
+    if let Current::Running(old) = previous {
+        old.stop().await;
+    }
+    match next {
+        Current::Running(running) => {
+            tray::follow(app, &running);
+            let _ = Changed(Change::Backend {
+                name: changed_backend.to_owned(),
+            })
+            .emit(app);
+            Ok(())
+        }
+        // The window shows this like a failed start; fixing the config and saving again
+        // reloads once more.
+        Current::Failed(e) => Err(e),
+    }
 }
 
 /// The `[notifications]` table; defaults without a config file. A config that does not
@@ -217,10 +268,18 @@ fn open_callback(app: tauri::AppHandle) -> OpenCallback {
 }
 
 /// Tells the window (header) whenever notifications become (un)available.
-fn forward_notification_status(app: tauri::AppHandle, notifier: &Notifier) {
+fn forward_notification_status(
+    app: tauri::AppHandle,
+    notifier: &Notifier,
+    mut shutdown: shutdown::Shutdown,
+) {
     let mut status = notifier.status_changes();
     tauri::async_runtime::spawn(async move {
-        while status.changed().await.is_ok() {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                changed = status.changed() => if changed.is_err() { break },
+            }
             let current = status.borrow_and_update().clone();
             let _ = NotificationStatusChanged(current).emit(&app);
         }

@@ -1,6 +1,6 @@
 //! The tray icon: how many actions wait, and Open / Pause notifications for 1 h / Quit.
 //! Closing the window hides it here when `[notifications] close_to_tray` is on (the
-//! default); see `lib.rs`.
+//! default); see `lib.rs`. After a settings change the count follows the new engine.
 
 use std::sync::Arc;
 
@@ -10,12 +10,12 @@ use tauri::tray::{MouseButton, MouseButtonState, TrayIconBuilder, TrayIconEvent}
 use tauri::{AppHandle, Manager};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::state::AppState;
+use crate::state::{AppState, Running};
 
 pub const TRAY_ID: &str = "main";
 
 /// Builds the tray icon and keeps its pending count current.
-pub fn build(app: &AppHandle, engine: Arc<Engine>) -> tauri::Result<()> {
+pub fn build(app: &AppHandle, running: &Running) -> tauri::Result<()> {
     let open = MenuItem::with_id(app, "open", "Open", true, None::<&str>)?;
     let pause = MenuItem::with_id(
         app,
@@ -50,7 +50,7 @@ pub fn build(app: &AppHandle, engine: Arc<Engine>) -> tauri::Result<()> {
         tray = tray.icon(icon.clone());
     }
     tray.build(app)?;
-    follow_pending(app.clone(), engine);
+    follow(app, running);
     Ok(())
 }
 
@@ -69,20 +69,28 @@ pub fn show_window(app: &AppHandle) {
 }
 
 fn pause_notifications(app: &AppHandle) {
-    if let AppState::Running(running) = &*app.state::<AppState>() {
+    if let Ok(running) = app.state::<AppState>().running() {
         let until = chrono::Utc::now() + chrono::Duration::hours(1);
         running.notifier.pause_until(Some(until));
         tracing::info!("notifications paused until {until}");
     }
 }
 
-/// Re-counts pending actions on every engine change.
-fn follow_pending(app: AppHandle, engine: Arc<Engine>) {
+/// Re-counts pending actions on every change of `running`'s engine, until it stops
+/// (a settings change replaces it, and this is called again with the new one).
+pub fn follow(app: &AppHandle, running: &Running) {
+    let app = app.clone();
+    let engine: Arc<Engine> = running.engine.clone();
+    let mut shutdown = running.shutdown_listener();
     let mut changes = engine.changes();
     tauri::async_runtime::spawn(async move {
         loop {
             show_count(&app, &engine);
-            match changes.recv().await {
+            let change = tokio::select! {
+                _ = shutdown.wait() => break,
+                change = changes.recv() => change,
+            };
+            match change {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }

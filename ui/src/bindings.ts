@@ -62,6 +62,21 @@ export const commands = {
 	 *  side), so the page needs no clipboard permission and can copy nothing else.
 	 */
 	copyKeyText: (what: KeyText) => typedError<string, ApiError_Serialize>(__TAURI_INVOKE("copy_key_text", { what })),
+	/**  The config as it is on disk (backends, approver, notifications); never a token. */
+	settingsView: () => typedError<SettingsView_Serialize, ApiError_Serialize>(__TAURI_INVOKE("settings_view")),
+	/**
+	 *  Adds a backend (creating the config file when the embedded demo ran); `token`, when
+	 *  given, goes to the OS keyring.
+	 */
+	addBackend: (input: BackendInput_Deserialize, token: string | null) => typedError<SaveResult_Serialize, ApiError_Serialize>(__TAURI_INVOKE("add_backend", { input, token })),
+	/**  Changes an existing backend (name and kind stay); `token` replaces its keyring token. */
+	editBackend: (input: BackendInput_Deserialize, token: string | null) => typedError<SaveResult_Serialize, ApiError_Serialize>(__TAURI_INVOKE("edit_backend", { input, token })),
+	/**  Connects, authenticates and lists once: the count or the error. */
+	testBackend: (name: string) => typedError<TestReport_Serialize, ApiError_Serialize>(__TAURI_INVOKE("test_backend", { name })),
+	/**  Removes a backend and its keyring token; its sync stops, its history stays. */
+	removeBackend: (name: string) => typedError<Removed, ApiError_Serialize>(__TAURI_INVOKE("remove_backend", { name })),
+	/**  Saves the approver and `[notifications]`; the engine and notifier restart with them. */
+	savePreferences: (preferences: Preferences_Deserialize) => typedError<SaveResult_Serialize, ApiError_Serialize>(__TAURI_INVOKE("save_preferences", { preferences })),
 };
 
 /** Events */
@@ -266,6 +281,81 @@ export type AuditRange_Serialize = {
 	to: string | null,
 	/**  Only entries about this backend's actions (key rotations belong to no backend). */
 	backend: string | null,
+};
+
+/**
+ *  A backend as the settings form sends it (add and edit). The token travels beside it,
+ *  never inside it.
+ */
+export type BackendInput = BackendInput_Serialize | BackendInput_Deserialize;
+
+/**
+ *  A backend as the settings form sends it (add and edit). The token travels beside it,
+ *  never inside it.
+ */
+export type BackendInput_Deserialize = {
+	name: string,
+	kind: string,
+	url?: string,
+	/**  Program and arguments of an `exec` plugin. */
+	command?: string[],
+	options?: OptionPair[],
+	token_mode: TokenMode,
+	/**  With [`TokenMode::Env`]: the variable's name. */
+	token_env?: string | null,
+	poll_interval_secs?: number | null,
+	timeout_secs?: number | null,
+};
+
+/**
+ *  A backend as the settings form sends it (add and edit). The token travels beside it,
+ *  never inside it.
+ */
+export type BackendInput_Serialize = {
+	name: string,
+	kind: string,
+	url: string,
+	/**  Program and arguments of an `exec` plugin. */
+	command: string[],
+	options: OptionPair[],
+	token_mode: TokenMode,
+	/**  With [`TokenMode::Env`]: the variable's name. */
+	token_env: string | null,
+	poll_interval_secs: number | null,
+	timeout_secs: number | null,
+};
+
+/**  A configured backend as the settings view lists it. */
+export type BackendSettings = BackendSettings_Serialize | BackendSettings_Deserialize;
+
+/**  A configured backend as the settings view lists it. */
+export type BackendSettings_Deserialize = {
+	name: string,
+	kind: string,
+	url: string,
+	command: string[],
+	options: OptionPair[],
+	token_mode: TokenMode,
+	token_env?: string | null,
+	/**  With [`TokenMode::Keyring`]: whether the keyring holds a token (never the token). */
+	token_stored: boolean,
+	poll_interval_secs?: number | null,
+	timeout_secs?: number | null,
+};
+
+/**  A configured backend as the settings view lists it. */
+export type BackendSettings_Serialize = {
+	name: string,
+	kind: string,
+	url: string,
+	command: string[],
+	options: OptionPair[],
+	token_mode: TokenMode,
+	token_env: string | null,
+	/**  With [`TokenMode::Keyring`]: whether the keyring holds a token (never the token). */
+	token_stored: boolean,
+	poll_interval_secs: number | null,
+	timeout_secs: number | null,
 };
 
 /**  A backend's health as the sync task last saw it. */
@@ -539,6 +629,15 @@ export type FieldChange = {
 	after: string,
 };
 
+/**
+ *  One field a form got wrong: `field` names the input (`name`, `kind`, `url`, `command`,
+ *  `token`, `token_env`, `options`, `poll_interval_secs`, `approver`, `dnd_until`, …).
+ */
+export type FieldError = {
+	field: string,
+	message: string,
+};
+
 export type FieldType = "text" | "integer" | "number" | "boolean" | 
 /**  One of `choices`. */
 "choice" | 
@@ -724,6 +823,29 @@ export type KeyInfo = {
 /**  Which part of the signing key a copy button copies. */
 export type KeyText = "fingerprint" | "allowed_signers";
 
+/**  `[notifications]` as the settings view edits it. */
+export type NotificationPrefs = NotificationPrefs_Serialize | NotificationPrefs_Deserialize;
+
+/**  `[notifications]` as the settings view edits it. */
+export type NotificationPrefs_Deserialize = {
+	enabled: boolean,
+	muted_backends: string[],
+	/**  RFC 3339; `None` when not set. */
+	dnd_until?: string | null,
+	default_deny_reason?: string | null,
+	close_to_tray: boolean,
+};
+
+/**  `[notifications]` as the settings view edits it. */
+export type NotificationPrefs_Serialize = {
+	enabled: boolean,
+	muted_backends: string[],
+	/**  RFC 3339; `None` when not set. */
+	dnd_until: string | null,
+	default_deny_reason: string | null,
+	close_to_tray: boolean,
+};
+
 /**  Whether notifications can be shown, for the window's header and `countersign notify`. */
 export type NotificationStatus = {
 	available: boolean,
@@ -742,6 +864,15 @@ export type OpenAction = {
 	key: ActionKey,
 };
 
+/**
+ *  One `[backend.options]` setting as text: a TOML literal when it parses as one
+ *  (`15`, `true`, `["a", "b"]`), a plain string otherwise.
+ */
+export type OptionPair = {
+	key: string,
+	value: string,
+};
+
 /**  An action as the engine knows it: its key, what a person sees, and the hash of that. */
 export type PendingAction = PendingAction_Serialize | PendingAction_Deserialize;
 
@@ -756,6 +887,30 @@ export type PendingAction_Serialize = {
 	key: ActionKey,
 	snapshot_hash: SnapshotHash,
 } & ActionSnapshot_Serialize;
+
+/**  The approver and the notification preferences, saved together. */
+export type Preferences = Preferences_Serialize | Preferences_Deserialize;
+
+/**  The approver and the notification preferences, saved together. */
+export type Preferences_Deserialize = {
+	/**  `None` or empty: `$USER@host`. */
+	approver?: string | null,
+	notifications: NotificationPrefs_Deserialize,
+};
+
+/**  The approver and the notification preferences, saved together. */
+export type Preferences_Serialize = {
+	/**  `None` or empty: `$USER@host`. */
+	approver: string | null,
+	notifications: NotificationPrefs_Serialize,
+};
+
+/**  What `remove_backend` did. */
+export type Removed = {
+	name: string,
+	/**  Its token was deleted from the keyring. */
+	token_deleted: boolean,
+};
 
 /**  A review already given by someone (possibly not us), as the backend reports it. */
 export type Review = Review_Serialize | Review_Deserialize;
@@ -778,6 +933,69 @@ export type Review_Serialize = {
 	comment?: string,
 };
 
+/**  One listed pending action. */
+export type SampleAction = {
+	key: string,
+	title: string,
+};
+
+/**  A save either happened or was refused field by field (nothing written or stored). */
+export type SaveResult = SaveResult_Serialize | SaveResult_Deserialize;
+
+/**  A save either happened or was refused field by field (nothing written or stored). */
+export type SaveResult_Deserialize = {
+	saved?: Saved | null,
+	errors: FieldError[],
+};
+
+/**  A save either happened or was refused field by field (nothing written or stored). */
+export type SaveResult_Serialize = {
+	saved: Saved | null,
+	errors: FieldError[],
+};
+
+/**  What a save did. */
+export type Saved = {
+	name: string,
+	/**  The config file did not exist before (the embedded demo stops). */
+	created_config: boolean,
+	/**  A token was stored in the keyring with this save. */
+	token_stored: boolean,
+};
+
+/**  Everything the settings view shows. */
+export type SettingsView = SettingsView_Serialize | SettingsView_Deserialize;
+
+/**  Everything the settings view shows. */
+export type SettingsView_Deserialize = {
+	config_path: string,
+	/**  False: no config file yet, so the embedded demo runs; saving anything creates it. */
+	config_exists: boolean,
+	approver?: string | null,
+	/**  The approver used when none is set. */
+	default_approver: string,
+	backends: BackendSettings_Deserialize[],
+	notifications: NotificationPrefs_Deserialize,
+	kinds: string[],
+	/**  Keyring entry names are `backend-token:<name>` under this service. */
+	keyring_service: string,
+};
+
+/**  Everything the settings view shows. */
+export type SettingsView_Serialize = {
+	config_path: string,
+	/**  False: no config file yet, so the embedded demo runs; saving anything creates it. */
+	config_exists: boolean,
+	approver: string | null,
+	/**  The approver used when none is set. */
+	default_approver: string,
+	backends: BackendSettings_Serialize[],
+	notifications: NotificationPrefs_Serialize,
+	kinds: string[],
+	/**  Keyring entry names are `backend-token:<name>` under this service. */
+	keyring_service: string,
+};
+
 /**  Hex SHA-256 of a snapshot's canonical JSON. */
 export type SnapshotHash = string;
 
@@ -796,6 +1014,41 @@ export type SnapshotVersion_Serialize = {
 	snapshot_hash: SnapshotHash,
 	first_seen_at: string,
 	snapshot: ActionSnapshot_Serialize,
+};
+
+/**  "Connect and list now": what a backend answered. */
+export type TestReport = TestReport_Serialize | TestReport_Deserialize;
+
+/**  "Connect and list now": what a backend answered. */
+export type TestReport_Deserialize = {
+	backend: string,
+	kind: string,
+	/**  Connected, authenticated and listed everything. */
+	ok: boolean,
+	/**  Pending actions listed (`None` when listing failed or the answer was "not modified"). */
+	pending?: number | null,
+	/**  Up to ten of them. */
+	sample: SampleAction[],
+	error?: string | null,
+	error_code?: string | null,
+	/**  Part of the backend could not be listed (a GitHub repository gone or forbidden). */
+	partial?: string | null,
+};
+
+/**  "Connect and list now": what a backend answered. */
+export type TestReport_Serialize = {
+	backend: string,
+	kind: string,
+	/**  Connected, authenticated and listed everything. */
+	ok: boolean,
+	/**  Pending actions listed (`None` when listing failed or the answer was "not modified"). */
+	pending: number | null,
+	/**  Up to ten of them. */
+	sample: SampleAction[],
+	error: string | null,
+	error_code: string | null,
+	/**  Part of the backend could not be listed (a GitHub repository gone or forbidden). */
+	partial: string | null,
 };
 
 /**  One step in an action's processing, from the backend or from this machine. */
@@ -828,6 +1081,15 @@ export type TimelineKind = TimelineKind_Serialize | TimelineKind_Deserialize;
 export type TimelineKind_Deserialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "notification_answered" | "notification_withdrawn" | "approved" | "denied" | "executed" | "expired" | "cancelled" | string;
 
 export type TimelineKind_Serialize = "requested" | "policy_evaluated" | "reviewer_assigned" | "notified" | "viewed" | "reviewed" | "updated" | "decided" | "signed" | "delivered" | "delivery_failed" | "notification_answered" | "notification_withdrawn" | "approved" | "denied" | "executed" | "expired" | "cancelled" | "other";
+
+/**  Where a backend's token comes from. */
+export type TokenMode = 
+/**  The OS keyring (`token_keyring = true`). */
+"keyring" | 
+/**  An environment variable (`token_env`). */
+"env" | 
+/**  No token is sent. */
+"none";
 
 export type Verdict = "approve" | "deny" | 
 /**
