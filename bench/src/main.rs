@@ -4,7 +4,9 @@
 mod audit;
 mod generate;
 mod history;
+mod ingest;
 mod proc;
+mod servers;
 mod table;
 mod words;
 
@@ -74,6 +76,27 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Benchmark 4: `countersign sync` of N pending actions from K reference servers.
+    Ingest {
+        /// The `countersign-server` binary.
+        #[arg(long)]
+        server: PathBuf,
+        /// The `countersign` binary to measure.
+        #[arg(long)]
+        cli: PathBuf,
+        #[arg(long, default_value = "curl")]
+        curl: String,
+        /// Server state, config and stores go here.
+        #[arg(long)]
+        work: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        servers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        actions: u64,
+        /// Syncs into fresh stores; the median counts.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn print_rows(rows: &[table::Row]) {
@@ -129,6 +152,25 @@ fn main() -> ExitCode {
         } => audit::run(&db, &cli, &sqlite3, &work, runs)
             .map(|rows| print_rows(&rows))
             .map_err(|e| e.to_string()),
+        Command::Ingest {
+            server,
+            cli,
+            curl,
+            work,
+            servers,
+            actions,
+            runs,
+        } => ingest::run(&ingest::IngestOptions {
+            server_bin: &server,
+            cli: &cli,
+            curl: &curl,
+            work: &work,
+            servers,
+            actions,
+            runs,
+        })
+        .map(|rows| print_rows(&rows))
+        .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

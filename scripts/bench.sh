@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs every benchmark of bench/README.md on a release build and writes a table:
+# our figure, a reference measured in the same run, the ratio and the goal.
+#   bash scripts/bench.sh           full sizes (1,000,000 actions / 5,000,000 events...),
+#                                   writes bench/results.md
+#   bash scripts/bench.sh --small   small sizes for CI (the benches cannot rot),
+#                                   writes bench/results-small.md
+# Benchmarks are measurements, not tests: a goal that is missed is reported in the
+# table, and the script still succeeds. A benchmark that cannot run fails the script.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+small=0
+case "${1:-}" in
+  --small) small=1 ;;
+  "") ;;
+  *) echo "usage: bash scripts/bench.sh [--small]" >&2; exit 2 ;;
+esac
+
+if [ "$small" = 1 ]; then
+  actions=20000; events=5; history_runs=20; audit_runs=1; ingest=1000; ingest_runs=1
+  latency_events=50; out=bench/results-small.md
+else
+  actions=1000000; events=5; history_runs=50; audit_runs=3; ingest=10000; ingest_runs=3
+  latency_events=200; out=bench/results.md
+fi
+
+for tool in sqlite3 curl; do
+  command -v "$tool" >/dev/null || { echo "bench.sh: $tool is missing (apt-get install $tool)" >&2; exit 1; }
+done
+
+started=$(date +%s)
+step() { printf '== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
+
+step "release build"
+cargo build --release --locked -p countersign-bench -p countersign-cli -p countersign-server
+bin=target/release
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/countersign-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+rows="$work/rows.md"
+: >"$rows"
+
+step "generate $actions actions x $events events"
+mkdir -p "$work/store"
+"$bin/countersign-bench" generate --db "$work/store/countersign.db" \
+  --actions "$actions" --events-per-action "$events" | tee "$work/generated.txt" >&2
+
+step "2. history at scale"
+"$bin/countersign-bench" history --db "$work/store/countersign.db" --runs "$history_runs" -v >>"$rows"
+
+step "3. audit export"
+"$bin/countersign-bench" audit --db "$work/store/countersign.db" --cli "$bin/countersign" \
+  --work "$work" --runs "$audit_runs" >>"$rows"
+rm -rf "$work/store"
+
+step "4. ingest"
+"$bin/countersign-bench" ingest --server "$bin/countersign-server" --cli "$bin/countersign" \
+  --work "$work/ingest" --actions "$ingest" --runs "$ingest_runs" >>"$rows"
+
+elapsed=$(( $(date +%s) - started ))
+{
+  echo "# Benchmark results"
+  echo
+  echo "\`bash scripts/bench.sh$([ "$small" = 1 ] && echo " --small")\` on $(date -u +%Y-%m-%dT%H:%MZ)," \
+       "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+       "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load $(cut -d' ' -f1-3 /proc/loadavg)," \
+       "$elapsed s in all."
+  echo
+  echo "Store: $(cat "$work/generated.txt")"
+  echo
+  echo "| benchmark | ours | reference | ratio | goal | met |"
+  echo "|---|---|---|---|---|---|"
+  cat "$rows"
+} >"$out"
+cat "$out"
+step "done: $out"
