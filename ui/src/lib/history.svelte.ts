@@ -153,6 +153,8 @@ export class HistoryState {
   error = $state<ApiError_Serialize | null>(null);
   /** How many searches have answered: the list goes back to the top on each. */
   searches = $state(0);
+  /** The words of the search whose rows are shown (what they answer). */
+  shownText = $state("");
   /** How long the shown search's first page took (ms). */
   tookMs = $state<number | null>(null);
 
@@ -205,10 +207,12 @@ export class HistoryState {
     const gen = ++this.#gen;
     this.loading = true;
     const started = performance.now();
-    const res = await call(() => this.#api.commands.historyPage(this.query()));
+    const query = this.query();
+    const res = await call(() => this.#api.commands.historyPage(query));
     if (gen !== this.#gen) return;
     this.loading = false;
     this.searched = true;
+    this.shownText = query.text ?? "";
     if (res.status === "ok") {
       this.rows = res.data.actions;
       this.next = res.data.next ?? null;
