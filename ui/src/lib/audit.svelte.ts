@@ -203,6 +203,9 @@ export class AuditState {
       recheck.dispose();
       unlisten?.();
       if (this.#copiedTimer !== null) clearTimeout(this.#copiedTimer);
+      this.#copiedTimer = null;
+      // "Copied" belongs to the moment of the click, not to the next visit.
+      this.copied = null;
     };
   }
 
