@@ -1,5 +1,6 @@
 import { mount } from "svelte";
 import App from "./App.svelte";
+import { applyTheme, storedTheme } from "./lib/settings.svelte.ts";
 import { tauriApi } from "./lib/tauri.ts";
 import "./style.css";
 
@@ -11,4 +12,6 @@ const target = document.getElementById("app");
 if (target === null) {
   throw new Error("Countersign: #app root element is missing from index.html");
 }
+// The theme chosen in Settings (none: the desktop's), before the first paint.
+applyTheme(storedTheme());
 mount(App, { target, props: { api: tauriApi } });
