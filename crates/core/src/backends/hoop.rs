@@ -144,8 +144,18 @@ impl Backend for Hoop {
         let raw: Vec<serde_json::Value> = self.get_json(&url).await?;
         let mut actions = Vec::new();
         for (i, value) in raw.iter().enumerate() {
-            if value.get("status").and_then(|s| s.as_str()) != Some(STATUS_PENDING) {
-                continue;
+            // Skip other statuses unread, but a status that is not a string is not
+            // "not pending": it is a review we cannot read, and must not vanish silently.
+            match value.get("status") {
+                Some(serde_json::Value::String(s)) if s == STATUS_PENDING => {}
+                Some(serde_json::Value::String(_)) => continue,
+                _ => {
+                    return Err(BackendError::Malformed {
+                        url: url.clone(),
+                        field: format!("[{i}].status"),
+                        detail: "expected a string".into(),
+                    })
+                }
             }
             let review: HoopReview = decode_value(&url, &format!("[{i}]"), value)?;
             actions.push(self.enrich(review).await?);
