@@ -19,10 +19,10 @@ esac
 
 if [ "$small" = 1 ]; then
   actions=20000; events=5; history_runs=20; audit_runs=1; ingest=1000; ingest_runs=1
-  latency_events=50; out=bench/results-small.md
+  latency_events=10; out=bench/results-small.md
 else
   actions=1000000; events=5; history_runs=50; audit_runs=3; ingest=10000; ingest_runs=3
-  latency_events=200; out=bench/results.md
+  latency_events=100; out=bench/results.md
 fi
 
 for tool in sqlite3 curl; do
@@ -57,6 +57,12 @@ rm -rf "$work/store"
 step "4. ingest"
 "$bin/countersign-bench" ingest --server "$bin/countersign-server" --cli "$bin/countersign" \
   --work "$work/ingest" --actions "$ingest" --runs "$ingest_runs" >>"$rows"
+
+step "1. event -> notification latency"
+# A private session bus (and keyring) on which the bench owns the notification server.
+bash scripts/with-keyring.sh "$bin/countersign-bench" latency --server "$bin/countersign-server" \
+  --cli "$bin/countersign" --work "$work/latency" --probes "$latency_events" >>"$rows" \
+  2> >(grep -v 'Failed to set fd limit' >&2)
 
 elapsed=$(( $(date +%s) - started ))
 {

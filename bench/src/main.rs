@@ -5,6 +5,7 @@ mod audit;
 mod generate;
 mod history;
 mod ingest;
+mod latency;
 mod proc;
 mod servers;
 mod table;
@@ -97,6 +98,20 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Benchmark 1: event → notification latency (`countersign notify`) against `curl -N`
+    /// on the same SSE stream. Needs a session bus (scripts/with-keyring.sh).
+    Latency {
+        #[arg(long)]
+        server: PathBuf,
+        #[arg(long)]
+        cli: PathBuf,
+        #[arg(long, default_value = "curl")]
+        curl: String,
+        #[arg(long)]
+        work: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        probes: usize,
+    },
 }
 
 fn print_rows(rows: &[table::Row]) {
@@ -171,6 +186,15 @@ fn main() -> ExitCode {
         })
         .map(|rows| print_rows(&rows))
         .map_err(|e| e.to_string()),
+        Command::Latency {
+            server,
+            cli,
+            curl,
+            work,
+            probes,
+        } => latency::run(&server, &cli, &curl, &work, probes.max(1))
+            .map(|rows| print_rows(&rows))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
