@@ -234,3 +234,52 @@ async fn audit_view_status_copy_rotate_and_excerpt_export_verifies() {
     .await;
     e2e.close().await;
 }
+
+/// A row edited behind the engine's back (its append-only triggers dropped, as an
+/// attacker with the file would) shows as the first broken row, with what verified
+/// before it, and the view refuses to export the broken chain.
+#[tokio::test]
+async fn a_tampered_chain_shows_its_first_broken_row_and_is_not_exported() {
+    let mut e2e = E2e::start("a_tampered_chain_shows_its_first_broken_row_and_is_not_exported");
+    e2e.producer
+        .create(&new_action("deploy-9", "Deploy search v4 to production"))
+        .await;
+    e2e.launch_ready().await;
+    approve(&e2e, "deploy-9", "Looks right").await;
+    audit_verified_up_to(&e2e, 2).await;
+
+    let db = e2e.data_dir().join(countersign_core::store::DB_FILE);
+    assert!(db.is_file(), "the app's database is {}", db.display());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    // The app may be writing (sync) at the same moment: wait for it rather than fail.
+    conn.busy_timeout(WAIT).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_entries_no_update;
+         UPDATE audit_entries SET payload = replace(payload, 'delivered', 'rejected') WHERE seq = 2;",
+    )
+    .unwrap();
+    drop(conn);
+
+    e2e.click(r#"[data-testid="chain-recheck"]"#).await;
+    let text = e2e
+        .wait_text(
+            &format!(r#"{STATUS}[data-ok="false"][data-broken-row="2"][data-verified="1"]"#),
+            WAIT,
+            |t| t.contains("Broken at row 2 of 2"),
+        )
+        .await;
+    assert!(text.contains("edited"), "says what broke: {text}");
+    assert!(text.contains("Verified up to entry 1"), "{text}");
+    e2e.axe("audit, broken chain").await;
+    e2e.screenshot("audit-broken").await;
+
+    // No dialog opens: the engine refuses before asking where to save.
+    e2e.click(r#"[data-testid="export-csv"]"#).await;
+    let refused = e2e
+        .wait_text(&format!(r#"{EXPORT_RESULT}[data-ok="false"]"#), WAIT, |t| {
+            t.contains("broken")
+        })
+        .await;
+    assert!(refused.contains("row 2"), "{refused}");
+    e2e.close().await;
+}
