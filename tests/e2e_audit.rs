@@ -225,6 +225,27 @@ async fn audit_view_status_copy_rotate_and_excerpt_export_verifies() {
         .iter()
         .all(|e| e.action.as_deref().is_some_and(|a| a.starts_with("prod/"))));
 
+    // Usable at 800×600: nothing wider than the window, the key's buttons reachable.
+    e2e.client()
+        .set_window_size(800, 600)
+        .await
+        .expect("resize the window");
+    let fits = e2e
+        .js(
+            "const v = document.querySelector('[data-testid=\"audit-view\"]');
+             return innerWidth <= 800 && v.scrollWidth <= v.clientWidth;",
+            vec![],
+        )
+        .await;
+    assert_eq!(fits, json!(true), "the audit view fits 800 pixels");
+    e2e.click(r#"[data-testid="copy-fingerprint"]"#).await;
+    e2e.wait_for(
+        r#"[data-testid="copy-status"][data-what="fingerprint"]"#,
+        WAIT,
+    )
+    .await;
+    e2e.screenshot("audit-800x600").await;
+
     // Still verified after all that, on a fresh check.
     e2e.click(r#"[data-testid="chain-recheck"]"#).await;
     e2e.wait_for(
