@@ -7,16 +7,17 @@
 //! signing key: tests run in parallel, and only one process can own the name on a bus.
 
 mod common;
+#[path = "common/notification_server.rs"]
+mod notification_server;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{new_action, CliEnv, Producer, ServerProcess};
+use notification_server::{invoke, next_call, serve_notifications, Call};
 use tokio::sync::mpsc;
-use zbus::zvariant::OwnedValue;
 
 const APPROVER: &str = "ana@example.com";
 /// Upper bound for anything to arrive; the tests wait for events, never for time.
@@ -122,110 +123,6 @@ impl Drop for TestBus {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
-}
-
-/// One call the notification server received.
-#[derive(Debug, Clone)]
-enum Call {
-    Notify {
-        id: u32,
-        summary: String,
-        body: String,
-        actions: Vec<String>,
-        urgency: Option<u8>,
-    },
-    Close(u32),
-}
-
-struct FakeServer {
-    calls: mpsc::UnboundedSender<Call>,
-    next_id: std::sync::atomic::AtomicU32,
-}
-
-/// The freedesktop notification server's methods, recording what it is asked.
-#[zbus::interface(name = "org.freedesktop.Notifications")]
-impl FakeServer {
-    #[allow(clippy::too_many_arguments)]
-    async fn notify(
-        &self,
-        _app_name: String,
-        _replaces_id: u32,
-        _app_icon: String,
-        summary: String,
-        body: String,
-        actions: Vec<String>,
-        hints: HashMap<String, OwnedValue>,
-        _expire_timeout: i32,
-    ) -> u32 {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let urgency = hints.get("urgency").and_then(|v| u8::try_from(v).ok());
-        let _ = self.calls.send(Call::Notify {
-            id,
-            summary,
-            body,
-            actions,
-            urgency,
-        });
-        id
-    }
-
-    async fn close_notification(&self, id: u32) {
-        let _ = self.calls.send(Call::Close(id));
-    }
-
-    async fn get_capabilities(&self) -> Vec<String> {
-        vec!["actions".into(), "body".into()]
-    }
-
-    async fn get_server_information(&self) -> (String, String, String, String) {
-        (
-            "test-server".into(),
-            "countersign-tests".into(),
-            "1.0".into(),
-            "1.2".into(),
-        )
-    }
-}
-
-/// The test's notification server on `bus`, and the calls it receives.
-async fn serve_notifications(bus: &TestBus) -> (zbus::Connection, mpsc::UnboundedReceiver<Call>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let server = FakeServer {
-        calls: tx,
-        next_id: std::sync::atomic::AtomicU32::new(1),
-    };
-    let conn = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .serve_at("/org/freedesktop/Notifications", server)
-        .unwrap()
-        .name("org.freedesktop.Notifications")
-        .unwrap()
-        .build()
-        .await
-        .expect("own org.freedesktop.Notifications");
-    (conn, rx)
-}
-
-/// What a person's click sends: the server's `ActionInvoked` signal.
-async fn invoke(conn: &zbus::Connection, id: u32, action: &str) {
-    conn.emit_signal(
-        None::<&str>,
-        "/org/freedesktop/Notifications",
-        "org.freedesktop.Notifications",
-        "ActionInvoked",
-        &(id, action),
-    )
-    .await
-    .unwrap();
-}
-
-async fn next_call(calls: &mut mpsc::UnboundedReceiver<Call>) -> Call {
-    tokio::time::timeout(DEADLINE, calls.recv())
-        .await
-        .expect("a call to the notification server in time")
-        .expect("server alive")
 }
 
 /// `countersign notify` as a process, its stdout lines as a channel.
@@ -338,7 +235,7 @@ fn timeline_kinds(bus: &TestBus, env: &CliEnv, id: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_on_a_notification_reaches_the_server_signed_and_once() {
     let bus = TestBus::start();
-    let (conn, mut calls) = serve_notifications(&bus).await;
+    let (conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup(&bus, true);
     let producer = Producer::new(&server.url());
     let mut notify = Notify::start(&bus, &env);
@@ -397,7 +294,7 @@ async fn approve_on_a_notification_reaches_the_server_signed_and_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_actions_in_a_burst_give_a_handful_of_notifications() {
     let bus = TestBus::start();
-    let (_conn, mut calls) = serve_notifications(&bus).await;
+    let (_conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup(&bus, false);
     let producer = Producer::new(&server.url());
     let mut notify = Notify::start(&bus, &env);
@@ -426,7 +323,7 @@ async fn fifty_actions_in_a_burst_give_a_handful_of_notifications() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_decided_elsewhere_withdraws_its_notification() {
     let bus = TestBus::start();
-    let (_conn, mut calls) = serve_notifications(&bus).await;
+    let (_conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup(&bus, false);
     let producer = Producer::new(&server.url());
     let mut notify = Notify::start(&bus, &env);
@@ -461,7 +358,7 @@ async fn an_action_decided_elsewhere_withdraws_its_notification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_on_the_body_opens_the_action() {
     let bus = TestBus::start();
-    let (conn, mut calls) = serve_notifications(&bus).await;
+    let (conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup(&bus, false);
     let producer = Producer::new(&server.url());
     let mut notify = Notify::start(&bus, &env);
@@ -498,7 +395,7 @@ async fn without_a_notification_server_sync_goes_on_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_on_a_notification_of_a_changed_action_approves_nothing_and_says_why() {
     let bus = TestBus::start();
-    let (conn, mut calls) = serve_notifications(&bus).await;
+    let (conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup(&bus, false);
     let producer = Producer::new(&server.url());
     let mut notify = Notify::start(&bus, &env);
@@ -538,7 +435,7 @@ async fn approve_on_a_notification_of_a_changed_action_approves_nothing_and_says
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_on_a_notification_uses_the_default_reason_or_opens_the_window() {
     let bus = TestBus::start();
-    let (conn, mut calls) = serve_notifications(&bus).await;
+    let (conn, mut calls) = serve_notifications(&bus.address).await;
     let (env, server) = setup_with(
         &bus,
         false,

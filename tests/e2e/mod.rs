@@ -468,6 +468,11 @@ impl E2e {
         }
     }
 
+    /// The private session bus the app runs on (for a test's own D-Bus services).
+    pub fn bus_address(&self) -> &str {
+        &self.bus.address
+    }
+
     /// Makes the reference server accept only decisions signed by the app's own key:
     /// the key is made in this session's keyring by `countersign key show` (the same
     /// engine, bus and keyring the app uses), then the server restarts on the same
