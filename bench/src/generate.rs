@@ -26,7 +26,7 @@ use countersign_core::model::{
 use countersign_core::signer::{MemoryKeyStore, Signer, SignerError};
 use countersign_core::snapshot::{self, format_millis};
 use countersign_core::store::{Store, StoreError};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
 use crate::words::{self, Rng};
@@ -89,6 +89,8 @@ pub struct GenReport {
     pub audit_entries: u64,
     pub pending: u64,
     pub seconds: f64,
+    /// Of `seconds`, how long the writer waited for the row builder.
+    pub waited_for_rows: f64,
 }
 
 /// The approver the generated decisions are signed for.
@@ -166,6 +168,13 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
     if existing != 0 {
         return Err(GenError::NotEmpty(path.to_owned()));
     }
+    // The full-text indexes are filled once at the end, the way migration 4 fills them
+    // for an existing store (one INSERT … SELECT per index), instead of row by row by
+    // the insert triggers: one pass builds large index segments instead of merging
+    // thousands of small ones, which is most of the cost of a bulk load. The triggers
+    // are put back exactly as the schema wrote them (their SQL is kept from
+    // sqlite_master), in the same transaction that fills the indexes.
+    let triggers = take_fts_triggers(&mut conn).map_err(sql)?;
     let backends = opts.backends.max(1);
     let mut backend_ids = Vec::new();
     {
@@ -196,27 +205,53 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
         tx.commit().map_err(sql)?;
     }
 
-    let (signer, _) = Signer::load_or_create(&MemoryKeyStore::default())?;
+    // One key for the whole history; each builder thread loads it from the same store.
+    let keys = std::sync::Arc::new(MemoryKeyStore::default());
+    let (signer, _) = Signer::load_or_create(&*keys)?;
     let public_key = signer.public_key_openssh();
     let fingerprint = signer.fingerprint();
+    drop(signer);
 
-    // Rows are built on a second thread; a small bounded queue keeps memory flat.
-    let (tx_rows, rx_rows) = mpsc::sync_channel::<Result<Vec<Row>, SignerError>>(4);
-    let build_opts = opts.clone();
+    // Rows are built on other threads (batch b by thread b % BUILDERS, each batch from
+    // its own seeded random source, so the output does not depend on the thread
+    // count); small bounded queues keep memory flat and the writer takes the batches
+    // in order.
     let now = Utc::now();
-    let builder = std::thread::spawn(move || {
-        let mut b = Builder::new(&build_opts, signer, now);
-        let mut i = 0;
-        while i < build_opts.actions {
-            let end = (i + build_opts.batch.max(1) as u64).min(build_opts.actions);
-            let batch: Result<Vec<Row>, SignerError> = (i..end).map(|n| b.row(n)).collect();
-            let failed = batch.is_err();
-            if tx_rows.send(batch).is_err() || failed {
-                return;
+    let batch_len = opts.batch.max(1) as u64;
+    let batches = opts.actions.div_ceil(batch_len);
+    let mut queues = Vec::new();
+    let mut builders = Vec::new();
+    for t in 0..BUILDERS {
+        let (tx_rows, rx_rows) = mpsc::sync_channel::<Result<Vec<Row>, SignerError>>(2);
+        queues.push(rx_rows);
+        let build_opts = opts.clone();
+        let keys = keys.clone();
+        builders.push(std::thread::spawn(move || {
+            let signer = match Signer::load_or_create(&*keys) {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    let _ = tx_rows.send(Err(e));
+                    return;
+                }
+            };
+            let mut b = Builder::new(&build_opts, signer, now);
+            let mut batch = t as u64;
+            while batch < batches {
+                let first = batch * batch_len;
+                let end = (first + batch_len).min(build_opts.actions);
+                // A mixed (not merely offset) seed: splitmix streams whose seeds differ
+                // by a multiple of its increment would repeat each other.
+                let mut mix = Rng::new(build_opts.seed ^ batch.wrapping_mul(0xd1b5_4a32_d192_ed03));
+                b.rng = Rng::new(mix.next());
+                let rows: Result<Vec<Row>, SignerError> = (first..end).map(|n| b.row(n)).collect();
+                let failed = rows.is_err();
+                if tx_rows.send(rows).is_err() || failed {
+                    return;
+                }
+                batch += BUILDERS as u64;
             }
-            i = end;
-        }
-    });
+        }));
+    }
 
     let mut report = GenReport::default();
     let mut prev_hash: String = conn
@@ -227,7 +262,13 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
         )
         .unwrap_or_else(|_| GENESIS_HASH.to_owned());
     let mut last_note = Instant::now();
-    for batch in rx_rows {
+    let mut waited = std::time::Duration::ZERO;
+    for b in 0..batches {
+        let t = Instant::now();
+        let batch = queues[(b % BUILDERS as u64) as usize]
+            .recv()
+            .map_err(|_| GenError::Builder)?;
+        waited += t.elapsed();
         let batch = batch?;
         let tx = conn.transaction().map_err(sql)?;
         {
@@ -375,15 +416,94 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
             );
         }
     }
-    builder.join().map_err(|_| GenError::Builder)?;
+    drop(queues);
+    for b in builders {
+        b.join().map_err(|_| GenError::Builder)?;
+    }
     if report.actions != opts.actions {
         return Err(GenError::Builder);
+    }
+    let started_fts = Instant::now();
+    restore_fts(&mut conn, &triggers).map_err(sql)?;
+    if !opts.quiet {
+        eprintln!(
+            "generate: full-text indexes filled in {:.1} s",
+            started_fts.elapsed().as_secs_f64()
+        );
     }
     // Leave one file behind (no -wal to carry around), as the app would after a while.
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .map_err(sql)?;
     report.seconds = started.elapsed().as_secs_f64();
+    report.waited_for_rows = waited.as_secs_f64();
     Ok(report)
+}
+
+/// Threads building rows; with the full-text indexes filled at the end, building rows
+/// (JSON, hashes, signatures) costs more than writing them.
+const BUILDERS: usize = 2;
+
+/// The triggers that keep the full-text indexes in step with inserts, and the
+/// statement that fills each index from its table (as in migration 4).
+const FTS_FILL: &[(&str, &str)] = &[
+    (
+        "actions_fts_insert",
+        "INSERT INTO action_fts (rowid, title, summary, requester, resource, details)
+         SELECT id, title, summary, requester, resource, details_json FROM actions",
+    ),
+    (
+        "timeline_fts_insert",
+        "INSERT INTO event_fts (rowid, text, actor, action_id)
+         SELECT id, text, actor, action_id FROM timeline_events",
+    ),
+    (
+        "decisions_fts_insert",
+        "INSERT INTO decision_fts (rowid, reason, approver, action_id)
+         SELECT id, reason, approver, action_id FROM decisions",
+    ),
+];
+
+/// Drops the insert triggers of the full-text indexes and returns their SQL. A schema
+/// without them (a later migration renamed them) keeps whatever it has: the rows are
+/// then indexed by its own triggers as they are written, and nothing is filled later.
+fn take_fts_triggers(conn: &mut Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let tx = conn.transaction()?;
+    let mut kept = Vec::new();
+    for (name, _) in FTS_FILL {
+        let sql: Option<String> = tx
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(sql) = sql {
+            kept.push(((*name).to_owned(), sql));
+        }
+    }
+    if kept.len() != FTS_FILL.len() {
+        return Ok(Vec::new());
+    }
+    for (name, _) in &kept {
+        tx.execute_batch(&format!("DROP TRIGGER \"{name}\";"))?;
+    }
+    tx.commit()?;
+    Ok(kept)
+}
+
+/// Fills the full-text indexes from the tables and puts their triggers back, atomically.
+fn restore_fts(conn: &mut Connection, triggers: &[(String, String)]) -> rusqlite::Result<()> {
+    if triggers.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    for (name, fill) in FTS_FILL {
+        tx.execute_batch(fill)?;
+        if let Some((_, sql)) = triggers.iter().find(|(n, _)| n == name) {
+            tx.execute_batch(sql)?;
+        }
+    }
+    tx.commit()
 }
 
 /// Builds the rows of one action after another, deterministically from the seed.
@@ -575,7 +695,8 @@ impl Builder {
                 decided_at,
                 approver: APPROVER.to_owned(),
                 snapshot_hash: snapshot_hash.clone(),
-                idempotency_key: format!("{:016x}{:016x}", r.next(), r.next()),
+                // Unique by construction (the action number), random-looking after it.
+                idempotency_key: format!("{n:08x}{:024x}", u128::from(r.next()) << 32),
                 key_fingerprint: Some(self.fingerprint.clone()),
                 public_key: Some(self.public_key.clone()),
                 signature: None,

@@ -49,6 +49,9 @@ enum Command {
         pending: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Actions per transaction.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
     },
     /// Benchmark 2: inbox, history filters and full-text search on a generated store.
     History {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             decided_percent,
             pending,
             seed,
+            batch,
         } => {
             let opts = generate::GenOptions {
                 actions,
@@ -139,9 +143,14 @@ fn main() -> ExitCode {
                 decided_percent: decided_percent.min(100),
                 pending: pending.min(actions),
                 seed,
+                batch: batch.max(1),
                 ..generate::GenOptions::default()
             };
             generate::generate(&db, &opts).map(|r| {
+                eprintln!(
+                    "generate: the writer waited {:.1} s of {:.1} s for rows",
+                    r.waited_for_rows, r.seconds
+                );
                 println!(
                     "generated {} actions ({} pending), {} timeline events, {} decisions, {} audit entries in {:.1} s into {}",
                     r.actions,
