@@ -222,3 +222,50 @@ async fn add_a_backend_in_settings_then_remove_it() {
     assert_eq!(stored_keys(&e2e.data_dir(), BACKEND), before);
     e2e.close().await;
 }
+
+#[tokio::test]
+async fn the_first_backend_replaces_the_embedded_demo() {
+    let mut e2e = E2e::start("settings_first_backend");
+    // No config file: the app runs the embedded demo server.
+    std::fs::remove_file(e2e.config_path()).expect("remove config.toml");
+    e2e.producer
+        .create(&new_action("real-1", "Approve the quarterly access review"))
+        .await;
+    e2e.launch_ready().await;
+    let demo_rows = r#"[data-testid="inbox-row"][data-key^="demo/"]"#;
+    e2e.wait_for(demo_rows, WAIT).await;
+
+    e2e.click(r#"[data-testid="nav-settings"]"#).await;
+    e2e.wait_text(r#"[data-testid="settings-embedded"]"#, WAIT, |t| {
+        t.contains("the demo then stops")
+    })
+    .await;
+    e2e.click(r#"[data-testid="backend-add"]"#).await;
+    e2e.wait_text(r#"[data-testid="settings-demo-note"]"#, WAIT, |t| {
+        t.contains("Saving creates")
+    })
+    .await;
+    e2e.type_text(r#"[data-testid="backend-name"]"#, BACKEND)
+        .await;
+    e2e.type_text(r#"[data-testid="backend-url"]"#, &e2e.server.url())
+        .await;
+    e2e.type_text(r#"[data-testid="backend-token"]"#, TOKEN)
+        .await;
+    e2e.click(r#"[data-testid="backend-save"]"#).await;
+    e2e.wait_text(NOTICE, WAIT, |t| t.contains("embedded demo no longer runs"))
+        .await;
+    let config = std::fs::read_to_string(e2e.config_path()).expect("config.toml created");
+    assert!(
+        config.contains("name = \"prod\"") && !config.contains(TOKEN),
+        "{config}"
+    );
+    assert_eq!(keyring_lookup(&e2e, BACKEND).as_deref(), Some(TOKEN));
+    e2e.wait_gone(r#"[data-testid="settings-embedded"]"#, WAIT)
+        .await;
+
+    // The demo's actions leave the inbox (they stay in history); the real ones arrive.
+    e2e.click(r#"[data-testid="nav-inbox"]"#).await;
+    e2e.wait_for(&row("real-1"), WAIT).await;
+    e2e.wait_gone(demo_rows, WAIT).await;
+    e2e.close().await;
+}
