@@ -29,7 +29,7 @@ import type {
   Verdict,
 } from "../bindings.ts";
 import type { Api } from "./api.ts";
-import { sameKey } from "./model.ts";
+import { keyString, sameKey } from "./model.ts";
 
 /** Pause after the last keystroke before a typed search runs. */
 export const DEBOUNCE_MS = 250;
@@ -237,7 +237,10 @@ export class HistoryState {
     if (gen !== this.#gen) return;
     this.loading = false;
     if (res.status === "ok") {
-      this.rows = [...this.rows, ...res.data.actions];
+      // An action whose request time changed between two pages could come twice.
+      // eslint-disable-next-line svelte/prefer-svelte-reactivity -- a local lookup, not state
+      const have = new Set(this.rows.map((a) => keyString(a.key)));
+      this.rows = [...this.rows, ...res.data.actions.filter((a) => !have.has(keyString(a.key)))];
       this.next = res.data.next ?? null;
       this.error = null;
     } else {

@@ -194,6 +194,19 @@ describe("paging", () => {
     expect(pageCalls(shell)).toHaveLength(3);
   });
 
+  it("a row that moved between two pages is listed once", async () => {
+    const shell = new FakeShell();
+    const pages = [
+      page({ actions: [action("a"), action("b")], next: { requested_at: "t", row: 2 } }),
+      page({ actions: [action("b"), action("c")], next: null }),
+    ];
+    shell.extra.historyPage = () => Promise.resolve(pages.shift() ?? page({ actions: [], next: null }));
+    const h = new HistoryState(shell.api());
+    await h.searchNow();
+    await h.loadMore();
+    expect(h.rows.map((a) => a.key.external_id)).toEqual(["a", "b", "c"]);
+  });
+
   it("keyboard moves read ahead too, and stop at the ends", async () => {
     const shell = recordingShell(historyOf(150));
     const h = new HistoryState(shell.api());
