@@ -251,6 +251,24 @@ async fn the_first_backend_replaces_the_embedded_demo() {
         .await;
     e2e.type_text(r#"[data-testid="backend-token"]"#, TOKEN)
         .await;
+    // Usable at 800×600: the form fits the width, its buttons are reachable.
+    e2e.client()
+        .set_window_size(800, 600)
+        .await
+        .expect("resize the window");
+    let fits = e2e
+        .js(
+            "const v = document.querySelector('[data-testid=\"settings-view\"]');
+             return innerWidth <= 800 && v.scrollWidth <= v.clientWidth;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        fits,
+        serde_json::json!(true),
+        "the settings view fits 800 pixels"
+    );
+    e2e.screenshot("settings-800x600").await;
     e2e.click(r#"[data-testid="backend-save"]"#).await;
     e2e.wait_text(NOTICE, WAIT, |t| t.contains("embedded demo no longer runs"))
         .await;
