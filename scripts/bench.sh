@@ -11,11 +11,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 small=0
-case "${1:-}" in
-  --small) small=1 ;;
-  "") ;;
-  *) echo "usage: bash scripts/bench.sh [--small]" >&2; exit 2 ;;
-esac
+profile=release
+for arg in "$@"; do
+  case "$arg" in
+    --small) small=1 ;;
+    # Only to try the script quickly: debug figures are not the product's.
+    --debug) profile=debug ;;
+    *) echo "usage: bash scripts/bench.sh [--small] [--debug]" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$small" = 1 ]; then
   actions=20000; events=5; history_runs=20; audit_runs=1; ingest=1000; ingest_runs=1
@@ -32,9 +36,13 @@ done
 started=$(date +%s)
 step() { printf '== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
 
-step "release build"
-cargo build --release --locked -p countersign-bench -p countersign-cli -p countersign-server
-bin=target/release
+step "$profile build"
+if [ "$profile" = release ]; then
+  cargo build --release --locked -p countersign-bench -p countersign-cli -p countersign-server
+else
+  cargo build --locked -p countersign-bench -p countersign-cli -p countersign-server
+fi
+bin=target/$profile
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/countersign-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -68,7 +76,7 @@ elapsed=$(( $(date +%s) - started ))
 {
   echo "# Benchmark results"
   echo
-  echo "\`bash scripts/bench.sh$([ "$small" = 1 ] && echo " --small")\` on $(date -u +%Y-%m-%dT%H:%MZ)," \
+  echo "\`bash scripts/bench.sh $*\` ($profile build) on $(date -u +%Y-%m-%dT%H:%MZ)," \
        "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)," \
        "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load $(cut -d' ' -f1-3 /proc/loadavg)," \
        "$elapsed s in all."

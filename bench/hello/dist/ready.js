@@ -1,0 +1,3 @@
+requestAnimationFrame(() => {
+  document.querySelector("main").dataset.testid = "app-ready";
+});
