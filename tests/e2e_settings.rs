@@ -184,6 +184,35 @@ async fn add_a_backend_in_settings_then_remove_it() {
         .await;
     e2e.wait_for(&row("after-add"), WAIT).await;
 
+    // Edit it: the token is never shown again, only that it is stored; a new poll
+    // interval is written and the backend keeps syncing.
+    e2e.click(r#"[data-testid="nav-settings"]"#).await;
+    e2e.click(r#"[data-testid="backend-row"][data-name="prod"] [data-testid="backend-edit"]"#)
+        .await;
+    e2e.wait_text(r#"[data-testid="backend-token-stored"]"#, WAIT, |t| {
+        t.contains("Token stored in keyring")
+    })
+    .await;
+    let shown = e2e
+        .js(
+            "return document.querySelector('[data-testid=\"backend-token\"]').value;",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, serde_json::json!(""), "the token field starts empty");
+    e2e.type_text(r#"[data-testid="backend-poll"]"#, "7").await;
+    e2e.click(r#"[data-testid="backend-save"]"#).await;
+    e2e.wait_text(NOTICE, WAIT, |t| t.contains("Saved backend \"prod\""))
+        .await;
+    let config = std::fs::read_to_string(e2e.config_path()).unwrap();
+    assert!(config.contains("poll_interval_secs = 7"), "{config}");
+    assert_eq!(keyring_lookup(&e2e, BACKEND).as_deref(), Some(TOKEN));
+    e2e.click(r#"[data-testid="nav-inbox"]"#).await;
+    e2e.producer
+        .create(&new_action("after-edit", "Restart the search cluster"))
+        .await;
+    e2e.wait_for(&row("after-edit"), WAIT).await;
+
     // Remove it (behind a confirmation): its rows leave the inbox, its token the keyring.
     e2e.click(r#"[data-testid="nav-settings"]"#).await;
     e2e.click(r#"[data-testid="backend-row"][data-name="prod"] [data-testid="backend-remove"]"#)
