@@ -12,7 +12,6 @@ const COMMANDS: &[&str] = &[
     "open_action",
     "decide",
     "open_in_browser",
-    "export_audit",
     "app_info",
     "notification_status",
     // history.rs

@@ -2,11 +2,10 @@
 //! `countersign_core::api`; nothing here decides anything.
 
 use chrono::Utc;
-use countersign_core::api::{ActionDetail, ApiError, DecisionInput, ExportReport, InboxView};
+use countersign_core::api::{ActionDetail, ApiError, DecisionInput, InboxView};
 use countersign_core::decide::DecisionReport;
 use countersign_core::model::ActionKey;
 use tauri::State;
-use tauri_plugin_dialog::DialogExt;
 use tauri_plugin_opener::OpenerExt;
 
 use crate::state::{AppInfo, AppState};
@@ -64,33 +63,6 @@ pub fn open_in_browser(
     app.opener()
         .open_url(url, None::<&str>)
         .map_err(|e| ApiError::new("open_failed", e.to_string()))
-}
-
-/// Asks where to save (the system's save dialog), then writes the audit chain there as
-/// CSV after verifying it. `None` when the person cancelled.
-#[tauri::command]
-#[specta::specta]
-pub async fn export_audit(
-    app: tauri::AppHandle,
-    state: State<'_, AppState>,
-) -> Result<Option<ExportReport>, ApiError> {
-    let engine = state.engine()?.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    app.dialog()
-        .file()
-        .set_title("Export the audit chain")
-        .add_filter("CSV", &["csv"])
-        .set_file_name("countersign-audit.csv")
-        .save_file(move |path| {
-            let _ = tx.send(path);
-        });
-    let Some(path) = rx.await.ok().flatten() else {
-        return Ok(None);
-    };
-    let path = path
-        .into_path()
-        .map_err(|e| ApiError::new("export_failed", e.to_string()))?;
-    Ok(Some(engine.export_csv(&path)?))
 }
 
 /// Who is deciding, and whether this is the embedded demo.

@@ -60,7 +60,6 @@ pub fn bindings() -> tauri_specta::Builder<tauri::Wry> {
             commands::open_action,
             commands::decide,
             commands::open_in_browser,
-            commands::export_audit,
             commands::app_info,
             commands::notification_status,
             // History view

@@ -299,8 +299,8 @@ async fn hostile_text_stays_text() {
 }
 
 /// Issue 5 in the window: a decision made there is signed with the keyring-held key and
-/// accepted by a server that only takes signed decisions; the export button's save
-/// dialog writes a CSV that `countersign verify` accepts.
+/// accepted by a server that only takes signed decisions; the audit view's export
+/// through the save dialog writes a CSV that `countersign verify` accepts.
 #[tokio::test]
 async fn signed_approval_then_audit_export_verifies() {
     let mut e2e = E2e::start("signed_approval_then_audit_export_verifies");
@@ -326,10 +326,15 @@ async fn signed_approval_then_audit_export_verifies() {
     assert_eq!(theirs.snapshot.reviews[0].reviewer, APPROVER);
 
     let csv = e2e.dir.path().join("window-export.csv");
-    e2e.click(r#"[data-testid="export-audit"]"#).await;
-    e2e.answer_save_dialog("Export the audit chain", &csv);
-    e2e.wait_for(r#"[data-testid="export-result"][data-ok="true"]"#, WAIT)
-        .await;
+    // The audit view, no date range or backend: the whole chain.
+    e2e.click(r#"[data-testid="nav-audit"]"#).await;
+    e2e.click(r#"[data-testid="export-csv"]"#).await;
+    e2e.answer_save_dialog("Export the audit log", &csv);
+    e2e.wait_for(
+        r#"[data-testid="audit-export-result"][data-ok="true"]"#,
+        WAIT,
+    )
+    .await;
     e2e.screenshot("audit-exported").await;
     let out = std::process::Command::new(common::bin("countersign"))
         .arg("verify")

@@ -362,32 +362,3 @@ describe("forms", () => {
     expect(decideCalls(shell)[0]?.answer).toEqual({ options: [], params: { replicas: 5, dry_run: false } });
   });
 });
-
-describe("audit export", () => {
-  it("exports through the shell and says where, how many entries and signatures", async () => {
-    const shell = new FakeShell();
-    await start(shell);
-    q(tid("export-audit"))?.click();
-    await waitFor(() => { expect(q(tid("export-result"))).not.toBeNull(); });
-    expect(shell.count("exportAudit")).toBe(1);
-    const text = q(tid("export-result"))?.textContent ?? "";
-    expect(text).toContain("4 entries");
-    expect(text).toContain("2 signatures verified");
-    expect(text).toContain("/tmp/audit.csv");
-  });
-
-  it("says nothing when the save dialog is cancelled, and shows a broken chain's error", async () => {
-    const shell = new FakeShell();
-    shell.exportResult = () => ok(null);
-    await start(shell);
-    q(tid("export-audit"))?.click();
-    await waitFor(() => { expect(shell.count("exportAudit")).toBe(1); });
-    await waitFor(() => { expect((q(tid("export-audit")) as HTMLButtonElement).disabled).toBe(false); });
-    expect(q(tid("export-result"))).toBeNull();
-    shell.exportResult = () => err("chain_broken", "the audit chain is broken at row 3");
-    q(tid("export-audit"))?.click();
-    await waitFor(() => { expect(shell.count("exportAudit")).toBe(2); });
-    await waitFor(() => { expect(q(tid("export-result"))?.dataset["ok"]).toBe("false"); });
-    expect(q(tid("export-result"))?.textContent).toContain("row 3 (chain_broken)");
-  });
-});

@@ -20,15 +20,10 @@ export const commands = {
 	 *  page can only open links the engine stored, and only http(s) ones.
 	 */
 	openInBrowser: (key: ActionKey) => typedError<null, ApiError_Serialize>(__TAURI_INVOKE("open_in_browser", { key })),
-	/**
-	 *  Asks where to save (the system's save dialog), then writes the audit chain there as
-	 *  CSV after verifying it. `None` when the person cancelled.
-	 */
-	exportAudit: () => typedError<ExportReport | null, ApiError_Serialize>(__TAURI_INVOKE("export_audit")),
 	/**  Who is deciding, and whether this is the embedded demo. */
 	appInfo: () => typedError<AppInfo, ApiError_Serialize>(__TAURI_INVOKE("app_info")),
 	/**  Whether native notifications can be shown (the header says when they cannot). */
-	notificationStatus: () => typedError<NotificationStatus, ApiError_Serialize>(__TAURI_INVOKE("notification_status")),
+	notificationStatus: () => typedError<NotificationStatus_Serialize, ApiError_Serialize>(__TAURI_INVOKE("notification_status")),
 	/**  One page of history: full-text search and filters, newest first. */
 	historyPage: (query: HistoryQuery_Deserialize) => typedError<HistoryPage_Serialize, ApiError_Serialize>(__TAURI_INVOKE("history_page", { query })),
 	/**  Every stored version of an action, oldest first (for "what changed"). */
@@ -82,7 +77,7 @@ export const commands = {
 /** Events */
 export const events = {
 	changed: makeEvent<Changed, Changed>("changed"),
-	notificationStatusChanged: makeEvent<NotificationStatusChanged, NotificationStatusChanged>("notification-status-changed"),
+	notificationStatusChanged: makeEvent<NotificationStatusChanged_Serialize, NotificationStatusChanged_Deserialize>("notification-status-changed"),
 	openAction: makeEvent<OpenAction, OpenAction>("open-action"),
 };
 
@@ -614,12 +609,6 @@ export type EventSource =
 /**  Happened in this Countersign (viewed, decided, delivered, …). */
 "local";
 
-/**  Where an export went and what was checked before writing it. */
-export type ExportReport = {
-	path: string,
-	chain: ChainReport,
-};
-
 /**  One field that differs between the snapshot a person saw and the current one. */
 export type FieldChange = {
 	field: string,
@@ -847,14 +836,34 @@ export type NotificationPrefs_Serialize = {
 };
 
 /**  Whether notifications can be shown, for the window's header and `countersign notify`. */
-export type NotificationStatus = {
+export type NotificationStatus = NotificationStatus_Serialize | NotificationStatus_Deserialize;
+
+/**  Native notifications became available or unavailable. */
+export type NotificationStatusChanged = NotificationStatusChanged_Serialize | NotificationStatusChanged_Deserialize;
+
+/**  Native notifications became available or unavailable. */
+export type NotificationStatusChanged_Deserialize = NotificationStatus_Deserialize;
+
+/**  Native notifications became available or unavailable. */
+export type NotificationStatusChanged_Serialize = NotificationStatus_Serialize;
+
+/**  Whether notifications can be shown, for the window's header and `countersign notify`. */
+export type NotificationStatus_Deserialize = {
 	available: boolean,
 	/**  The server's name and version, or why notifications are unavailable. */
 	detail: string,
+	/**  Paused (the tray's "Pause notifications for 1 h") until then. */
+	paused_until?: string | null,
 };
 
-/**  Native notifications became available or unavailable. */
-export type NotificationStatusChanged = NotificationStatus;
+/**  Whether notifications can be shown, for the window's header and `countersign notify`. */
+export type NotificationStatus_Serialize = {
+	available: boolean,
+	/**  The server's name and version, or why notifications are unavailable. */
+	detail: string,
+	/**  Paused (the tray's "Pause notifications for 1 h") until then. */
+	paused_until: string | null,
+};
 
 /**
  *  Open this action: a notification's Open (or body click, or Deny without a default

@@ -438,20 +438,6 @@ impl Engine {
         Ok(self.store.audit_entries(query)?)
     }
 
-    /// Writes the whole audit chain as CSV (docs/audit-csv.md) after checking it, so a
-    /// broken chain is reported instead of exported as if it were sound.
-    pub fn export_csv(&self, path: &std::path::Path) -> Result<ExportReport, EngineError> {
-        let entries = self.store.audit_entries(&AuditQuery::default())?;
-        let report = audit::verify_chain(&entries, None).map_err(EngineError::Chain)?;
-        let file = std::fs::File::create(path).map_err(|e| EngineError::Export(e.to_string()))?;
-        crate::export::write_csv(&entries, std::io::BufWriter::new(file))
-            .map_err(|e| EngineError::Export(e.to_string()))?;
-        Ok(ExportReport {
-            path: path.display().to_string(),
-            chain: report,
-        })
-    }
-
     /// The chain's state for the audit view: every row re-walked (links, hashes, every
     /// signature); a break is reported with the rows that verified before it.
     pub fn audit_status(&self) -> Result<ChainStatus, EngineError> {

@@ -42,6 +42,9 @@ pub struct NotificationStatus {
     pub available: bool,
     /// The server's name and version, or why notifications are unavailable.
     pub detail: String,
+    /// Paused (the tray's "Pause notifications for 1 h") until then.
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 impl NotificationStatus {
@@ -49,6 +52,7 @@ impl NotificationStatus {
         Self {
             available: false,
             detail: "looking for a notification server".to_owned(),
+            paused_until: None,
         }
     }
 }
@@ -176,6 +180,9 @@ impl Worker {
                 Ok(()) = paused.changed() => {
                     let until = *paused.borrow_and_update();
                     self.planner.set_paused_until(until);
+                    let mut status = self.status.borrow().clone();
+                    status.paused_until = until;
+                    self.status.send_replace(status);
                 }
                 Some(notice) = notices.recv() => self.show(notice).await,
             }
@@ -183,7 +190,11 @@ impl Worker {
     }
 
     fn set_status(&mut self, available: bool, detail: String) {
-        let status = NotificationStatus { available, detail };
+        let status = NotificationStatus {
+            available,
+            detail,
+            paused_until: self.status.borrow().paused_until,
+        };
         if *self.status.borrow() != status {
             if available {
                 tracing::info!("notifications: {}", status.detail);

@@ -275,34 +275,6 @@ export class ConsoleState {
     return (this.detail?.shown.form?.options.length ?? 0) > 0;
   }
 
-  /** The last audit export: where it went, or what went wrong. */
-  exported = $state<{ ok: boolean; text: string } | null>(null);
-  exporting = $state(false);
-
-  /** Exports the audit chain through the system's save dialog (verified first). */
-  async exportAudit(): Promise<void> {
-    if (this.exporting) return;
-    this.exporting = true;
-    try {
-      const res = await this.#api.commands.exportAudit();
-      if (res.status === "error") {
-        this.exported = { ok: false, text: `${res.error.message} (${res.error.code})` };
-      } else if (res.data === null) {
-        this.exported = null; // cancelled
-      } else {
-        const { chain, path } = res.data;
-        this.exported = {
-          ok: true,
-          text: `Exported ${String(chain.entries)} entries (${String(chain.signatures)} signatures verified) to ${path}`,
-        };
-      }
-    } catch (e) {
-      this.exported = { ok: false, text: thrownError(e).message };
-    } finally {
-      this.exporting = false;
-    }
-  }
-
   /** Opens the action's own page; returns what went wrong, or null. */
   async openInBrowser(key: ActionKey): Promise<string | null> {
     try {

@@ -9,7 +9,6 @@ import type {
   DecisionInput,
   DecisionReport_Serialize,
   DeliveryState,
-  ExportReport,
   InboxView_Serialize,
   PendingAction_Serialize,
   TimelineEvent_Serialize,
@@ -109,8 +108,6 @@ export class FakeShell {
   info: AppInfo = { approver: "me@example.com", embedded: true, data_dir: "/tmp/x" };
   decideResult: (input: DecisionInput) => Res<DecisionReport_Serialize> = (input) =>
     ok(report(input, { state: "delivered" }));
-  exportResult: () => Res<ExportReport | null> = () =>
-    ok({ path: "/tmp/audit.csv", chain: { entries: 4, signatures: 2, head_hash: "ab".repeat(32) } });
   calls: { name: string; arg?: unknown }[] = [];
   /**
    * Answers for the commands the views' own tests need (history, audit, settings).
@@ -157,17 +154,13 @@ export class FakeShell {
         this.calls.push({ name: "openInBrowser", arg: k });
         return Promise.resolve(ok(null));
       },
-      exportAudit: () => {
-        this.calls.push({ name: "exportAudit" });
-        return Promise.resolve(structuredClone(this.exportResult()));
-      },
       appInfo: () => {
         this.calls.push({ name: "appInfo" });
         return Promise.resolve(ok(this.info));
       },
       notificationStatus: () => {
         this.calls.push({ name: "notificationStatus" });
-        return Promise.resolve(ok({ available: true, detail: "test notification server" }));
+        return Promise.resolve(ok({ available: true, detail: "test notification server", paused_until: null }));
       },
     };
     const commands = new Proxy(base, {
