@@ -229,6 +229,7 @@ pub(crate) async fn reload(app: &tauri::AppHandle, changed_backend: &str) -> Res
     }
     match next {
         Current::Running(running) => {
+            state.keep_pause(&running, chrono::Utc::now());
             tray::follow(app, &running);
             let _ = Changed(Change::Backend {
                 name: changed_backend.to_owned(),

@@ -72,6 +72,8 @@ pub struct AppState {
     pub reloading: tokio::sync::Mutex<()>,
     /// The config file the settings view edits (`COUNTERSIGN_CONFIG` or the XDG path).
     pub config_path: Option<PathBuf>,
+    /// The tray's "Pause notifications": kept here so a rebuilt notifier keeps it.
+    pub paused_until: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             current: RwLock::new(current),
             reloading: tokio::sync::Mutex::new(()),
             config_path,
+            paused_until: Mutex::new(None),
         }
     }
 
@@ -120,6 +123,28 @@ impl AppState {
 
     pub fn close_to_tray(&self) -> bool {
         self.running().is_ok_and(|r| r.close_to_tray)
+    }
+
+    /// Pauses notifications until `until`, now and for any notifier a reload starts.
+    pub fn pause_notifications(&self, until: chrono::DateTime<chrono::Utc>) {
+        *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
+        if let Ok(running) = self.running() {
+            running.notifier.pause_until(Some(until));
+        }
+    }
+
+    /// Re-applies a pause that has not run out to `running`'s notifier.
+    pub fn keep_pause(&self, running: &Running, now: chrono::DateTime<chrono::Utc>) {
+        let until = *self
+            .paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(until) = until.filter(|u| *u > now) {
+            running.notifier.pause_until(Some(until));
+        }
     }
 
     pub fn config_path(&self) -> Result<PathBuf, ApiError> {

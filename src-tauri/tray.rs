@@ -69,11 +69,9 @@ pub fn show_window(app: &AppHandle) {
 }
 
 fn pause_notifications(app: &AppHandle) {
-    if let Ok(running) = app.state::<AppState>().running() {
-        let until = chrono::Utc::now() + chrono::Duration::hours(1);
-        running.notifier.pause_until(Some(until));
-        tracing::info!("notifications paused until {until}");
-    }
+    let until = chrono::Utc::now() + chrono::Duration::hours(1);
+    app.state::<AppState>().pause_notifications(until);
+    tracing::info!("notifications paused until {until}");
 }
 
 /// Re-counts pending actions on every change of `running`'s engine, until it stops
