@@ -252,3 +252,218 @@ async fn closing_keeps_the_app_and_open_from_a_notification_shows_the_action() {
     e2e.wait_for(DETAIL, WAIT).await;
     e2e.close().await;
 }
+
+/// A StatusNotifierWatcher the test owns on the app's session bus, as a desktop's
+/// panel would: the app's tray icon (libayatana-appindicator) registers with it, and
+/// the test then reads the icon and drives its menu over D-Bus (com.canonical.dbusmenu),
+/// exactly as the panel does when a person clicks.
+struct Watcher {
+    items: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+}
+
+#[zbus::interface(name = "org.kde.StatusNotifierWatcher")]
+impl Watcher {
+    async fn register_status_notifier_item(
+        &self,
+        service: String,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+    ) {
+        let sender = header.sender().map(|s| s.to_string()).unwrap_or_default();
+        let _ = self.items.send((sender, service));
+    }
+
+    async fn register_status_notifier_host(&self, _service: String) {}
+
+    #[zbus(property)]
+    async fn registered_status_notifier_items(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    #[zbus(property)]
+    async fn is_status_notifier_host_registered(&self) -> bool {
+        true
+    }
+
+    #[zbus(property)]
+    async fn protocol_version(&self) -> i32 {
+        0
+    }
+}
+
+/// The tray icon as the panel sees it: who serves it, where, and its menu.
+struct TrayIcon {
+    conn: zbus::Connection,
+    owner: String,
+    path: String,
+}
+
+impl TrayIcon {
+    async fn property(&self, name: &str) -> zbus::zvariant::OwnedValue {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination(self.owner.as_str())
+            .unwrap()
+            .path(self.path.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        props
+            .get(
+                zbus::names::InterfaceName::try_from("org.kde.StatusNotifierItem").unwrap(),
+                name,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("tray property {name}: {e}"))
+    }
+
+    async fn label(&self) -> String {
+        String::try_from(self.property("XAyatanaLabel").await).unwrap_or_default()
+    }
+
+    async fn menu_path(&self) -> String {
+        let path = zbus::zvariant::OwnedObjectPath::try_from(self.property("Menu").await)
+            .expect("Menu is an object path");
+        path.to_string()
+    }
+
+    /// The menu's top-level items: (id, label).
+    async fn menu(&self) -> Vec<(i32, String)> {
+        use zbus::zvariant::{OwnedValue, Structure};
+        let menu = self.menu_path().await;
+        let reply = self
+            .conn
+            .call_method(
+                Some(self.owner.as_str()),
+                menu.as_str(),
+                Some("com.canonical.dbusmenu"),
+                "GetLayout",
+                &(0i32, -1i32, Vec::<String>::new()),
+            )
+            .await
+            .expect("GetLayout");
+        type Node = (
+            i32,
+            std::collections::HashMap<String, OwnedValue>,
+            Vec<OwnedValue>,
+        );
+        let (_revision, (_id, _props, children)): (u32, Node) =
+            reply.body().deserialize().expect("layout");
+        children
+            .into_iter()
+            .filter_map(|child| {
+                let s = Structure::try_from(child).ok()?;
+                let fields = s.into_fields();
+                let id = i32::try_from(&fields[0]).ok()?;
+                let props = std::collections::HashMap::<String, OwnedValue>::try_from(
+                    fields[1].try_clone().ok()?,
+                )
+                .ok()?;
+                let label = props
+                    .get("label")
+                    .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+                    .unwrap_or_default();
+                Some((id, label.replace('_', "")))
+            })
+            .collect()
+    }
+
+    /// What the panel sends when a person clicks a menu item.
+    async fn click(&self, label: &str) {
+        let items = self.menu().await;
+        let id = items
+            .iter()
+            .find(|(_, l)| l == label)
+            .unwrap_or_else(|| panic!("no menu item {label:?} in {items:?}"))
+            .0;
+        let menu = self.menu_path().await;
+        self.conn
+            .call_method(
+                Some(self.owner.as_str()),
+                menu.as_str(),
+                Some("com.canonical.dbusmenu"),
+                "Event",
+                &(id, "clicked", zbus::zvariant::Value::from(0i32), 0u32),
+            )
+            .await
+            .expect("Event clicked");
+    }
+}
+
+/// Issue 7's tray: the pending count on the icon, and its menu (Open, Pause
+/// notifications for 1 h, Quit) doing what it says.
+#[tokio::test]
+async fn the_tray_shows_the_pending_count_and_its_menu_works() {
+    let mut e2e = E2e::start("tray_count_and_menu");
+    let (tx, mut items) = tokio::sync::mpsc::unbounded_channel();
+    let conn = zbus::connection::Builder::address(e2e.bus_address())
+        .unwrap()
+        .serve_at("/StatusNotifierWatcher", Watcher { items: tx })
+        .unwrap()
+        .name("org.kde.StatusNotifierWatcher")
+        .unwrap()
+        .build()
+        .await
+        .expect("own org.kde.StatusNotifierWatcher");
+    let (_notes, _calls) = serve_notifications(e2e.bus_address()).await;
+    for id in ["t-1", "t-2"] {
+        e2e.producer.create(&new_action(id, "Waiting")).await;
+    }
+    e2e.launch_ready().await;
+    let (owner, service) = tokio::time::timeout(WAIT, items.recv())
+        .await
+        .expect("the tray icon registered with the watcher")
+        .expect("watcher alive");
+    // appindicator registers by object path; other hosts by bus name.
+    let (owner, path) = if service.starts_with('/') {
+        (owner, service)
+    } else {
+        (service, "/StatusNotifierItem".to_owned())
+    };
+    let tray = TrayIcon { conn, owner, path };
+
+    // The count follows the inbox.
+    let end = Instant::now() + WAIT;
+    while tray.label().await != "2" {
+        assert!(Instant::now() < end, "tray label: {:?}", tray.label().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e2e.producer.create(&new_action("t-3", "Waiting")).await;
+    while tray.label().await != "3" {
+        assert!(Instant::now() < end + WAIT, "tray label after a new action");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let labels: Vec<String> = tray.menu().await.into_iter().map(|(_, l)| l).collect();
+    assert_eq!(labels, ["Open", "Pause notifications for 1 h", "Quit"]);
+
+    // Pause: the window says notifications are paused.
+    tray.click("Pause notifications for 1 h").await;
+    e2e.wait_text(r#"[data-testid="notifications-paused"]"#, WAIT, |t| {
+        t.contains("paused until")
+    })
+    .await;
+
+    // Close to the tray, then Open from the tray brings the window back.
+    until_visible(&e2e, true).await;
+    for window in visible_windows(&e2e) {
+        ask_to_close(&e2e, window);
+    }
+    until_visible(&e2e, false).await;
+    tray.click("Open").await;
+    until_visible(&e2e, true).await;
+
+    // Quit ends the app.
+    let pid = e2e.app_pid().expect("the app process");
+    tray.click("Quit").await;
+    let end = Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{pid}/exe")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < end,
+            "Quit from the tray did not end the app"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
