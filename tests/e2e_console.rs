@@ -153,6 +153,33 @@ async fn inbox_and_detail_have_no_serious_accessibility_violations() {
     e2e.click(&row("axe-1")).await;
     e2e.wait_for(r#"[data-testid="detail-title"]"#, WAIT).await;
     assert!(e2e.axe("detail").await > 0);
+
+    // Usable at 800×600: nothing wider than the window, the decision within reach.
+    e2e.client()
+        .set_window_size(800, 600)
+        .await
+        .expect("resize the window");
+    let end = Instant::now() + WAIT;
+    loop {
+        let fits = e2e
+            .js(
+                "const r = document.querySelector('[data-testid=\"approve\"]').getBoundingClientRect();
+                 const d = document.documentElement;
+                 return innerWidth <= 800 && d.scrollWidth <= d.clientWidth
+                   && r.bottom <= innerHeight && r.right <= innerWidth && r.width > 0;",
+                vec![],
+            )
+            .await;
+        if fits == serde_json::json!(true) {
+            break;
+        }
+        if Instant::now() > end {
+            e2e.fail("at 800x600 the window overflows or Approve is out of view")
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e2e.screenshot("inbox-800x600").await;
     e2e.close().await;
 }
 
