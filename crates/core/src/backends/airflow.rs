@@ -1263,6 +1263,28 @@ fn timeline(id: &StepId, detail: &HitlDetail, tries: &[Try]) -> Vec<TimelineEven
     events
 }
 
+/// Fuzzing entry (see [`super::fuzzing`]): `hitlDetails \n dag run \n tries`, through
+/// decoding and the mapping to actions (markdown to text, forms from params).
+pub(super) fn fuzz_parse(data: &[u8]) {
+    let (list, rest) = super::fuzzing::split(data);
+    let (run, tries) = super::fuzzing::split(rest);
+    let info = StepInfo {
+        run: serde_json::from_slice(run).ok(),
+        task: None,
+        tries: serde_json::from_slice::<Tries>(tries)
+            .map(|t| t.task_instances)
+            .unwrap_or_default(),
+    };
+    if let Ok(list) = http::decode::<HitlCollection>("http://fuzz", list) {
+        for detail in &list.hitl_details {
+            let _ = to_remote("fuzz", "http://airflow", detail, &info);
+        }
+    }
+    let _ = plain_text(&String::from_utf8_lossy(data));
+    let _ = airflow_message(data);
+    let _ = validation_message(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

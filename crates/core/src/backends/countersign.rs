@@ -349,3 +349,31 @@ fn decode_action(
         }
     })
 }
+
+/// Fuzzing entry (see [`super::fuzzing`]): a list body, then the same bytes as an event
+/// stream fed in two chunks, each through the decoders and checks a response takes.
+pub(super) fn fuzz_parse(data: &[u8]) {
+    let url = "http://fuzz/v1/actions";
+    if let Ok(list) = http::decode::<RawList>(url, data) {
+        for (i, v) in list.actions.iter().enumerate() {
+            if let Ok(wire) = decode_action(url, &format!("actions[{i}]"), v) {
+                let _ = to_remote("fuzz", url, wire);
+            }
+        }
+    }
+    if let Ok(answer) = http::decode::<RawDecisionAnswer>(url, data) {
+        let _ = decode_action(url, "action", &answer.action);
+    }
+    let mut parser = SseParser::new(64 * 1024);
+    let (a, b) = data.split_at(data.len() / 2);
+    for chunk in [a, b] {
+        match parser.feed(chunk) {
+            Ok(events) => {
+                for event in events {
+                    let _ = parse_event("fuzz", url, event);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}

@@ -987,6 +987,22 @@ impl Backend for Exec {
     }
 }
 
+/// Fuzzing entry (see [`super::fuzzing`]): a plugin's answer on stdout, and each line as
+/// a `watch` stream line.
+pub(super) fn fuzz_parse(data: &[u8]) {
+    if let Ok(value) = parse_answer_line(data) {
+        let _ = decode_action("fuzz", "", &value);
+        if let Some(actions) = value.get("actions").and_then(|a| a.as_array()) {
+            for (i, a) in actions.iter().enumerate() {
+                let _ = decode_action("fuzz", &format!("actions[{i}]"), a);
+            }
+        }
+    }
+    for line in String::from_utf8_lossy(data).lines() {
+        let _ = parse_watch_line("fuzz", line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -940,6 +940,31 @@ fn timeline(f: &Facts<'_>) -> Vec<TimelineEvent> {
     out
 }
 
+/// Fuzzing entry (see [`super::fuzzing`]): `runs \n pending deployments`, then
+/// `approvals` after a second newline, through decoding and the mapping to actions.
+pub(super) fn fuzz_parse(data: &[u8]) {
+    let (runs, rest) = super::fuzzing::split(data);
+    let (pending, approvals) = super::fuzzing::split(rest);
+    let pending: Vec<Pending> = serde_json::from_slice(pending).unwrap_or_default();
+    let approvals: Vec<Approval> = serde_json::from_slice(approvals).unwrap_or_default();
+    if let Ok(list) = http::decode::<RunList>("http://fuzz", runs) {
+        for run in &list.workflow_runs {
+            for p in &pending {
+                let _ = to_remote(
+                    "fuzz",
+                    "o/r",
+                    run,
+                    p,
+                    ActionStatus::Pending,
+                    &approvals,
+                    Utc::now(),
+                );
+            }
+        }
+    }
+    let _ = gh_message(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

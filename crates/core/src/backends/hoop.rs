@@ -668,6 +668,23 @@ fn timeline(review: &HoopReview, requester: &str, connection: &str) -> Vec<Timel
     out
 }
 
+/// Fuzzing entry (see [`super::fuzzing`]): `reviews list \n session`, through the list's
+/// decoding and the mapping to an action.
+pub(super) fn fuzz_parse(data: &[u8]) {
+    let (list, session) = super::fuzzing::split(data);
+    let session: HoopSession = serde_json::from_slice(session).unwrap_or_default();
+    if let Ok(raw) = serde_json::from_slice::<Vec<serde_json::Value>>(list) {
+        for (i, value) in raw.iter().enumerate() {
+            if let Ok(review) = decode_value::<HoopReview>("fuzz", &format!("[{i}]"), value) {
+                let _ = to_remote("fuzz", "http://hoop", &review, &session);
+                let _ = recorded_by(&review, "ana@example.com", STATUS_APPROVED);
+                let _ = approvals_required(&review);
+            }
+        }
+    }
+    let _ = hoop_message(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,46 @@ pub mod hoop;
 mod http;
 pub mod prefect;
 
+/// Entry points for the fuzz targets (`fuzz/`) and `tests/fuzz_parsers.rs`: raw bytes go
+/// through a backend's response decoders and its mapping to actions, as a response body
+/// would. Each must return (errors are fine) and never panic. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Splits at the first newline: several documents in one fuzz input.
+    pub(crate) fn split(data: &[u8]) -> (&[u8], &[u8]) {
+        match data.iter().position(|&b| b == b'\n') {
+            Some(i) => (&data[..i], &data[i + 1..]),
+            None => (data, &[]),
+        }
+    }
+
+    pub fn countersign(data: &[u8]) {
+        super::countersign::fuzz_parse(data)
+    }
+    pub fn hoop(data: &[u8]) {
+        super::hoop::fuzz_parse(data)
+    }
+    pub fn github(data: &[u8]) {
+        super::github::fuzz_parse(data)
+    }
+    pub fn prefect(data: &[u8]) {
+        super::prefect::fuzz_parse(data)
+    }
+    pub fn airflow(data: &[u8]) {
+        super::airflow::fuzz_parse(data)
+    }
+    pub fn exec(data: &[u8]) {
+        super::exec::fuzz_parse(data)
+    }
+    /// The audit CSV verifier: read, then verify as a whole chain and as an excerpt.
+    pub fn audit_csv(data: &[u8]) {
+        if let Ok(entries) = crate::export::read_csv(data) {
+            let _ = crate::audit::verify_chain(&entries, None);
+            let _ = crate::audit::verify_excerpt(&entries, None);
+        }
+    }
+}
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -1076,6 +1076,27 @@ fn timeline(run: &FlowRun, states: &[State]) -> Vec<TimelineEvent> {
         .collect()
 }
 
+/// Fuzzing entry (see [`super::fuzzing`]): `flow runs \n states \n input schema`,
+/// through decoding and the mapping to actions (forms from the schema included).
+pub(super) fn fuzz_parse(data: &[u8]) {
+    let (runs, rest) = super::fuzzing::split(data);
+    let (states, schema) = super::fuzzing::split(rest);
+    let states: Vec<State> = serde_json::from_slice(states).unwrap_or_default();
+    let info = RunInfo {
+        flow: "flow".into(),
+        deployment: None,
+        description: Some(String::from_utf8_lossy(schema).into_owned()),
+        schema: serde_json::from_slice(schema).ok(),
+    };
+    if let Ok(runs) = http::decode::<Vec<FlowRun>>("http://fuzz", runs) {
+        for run in &runs {
+            let _ = to_remote("fuzz", "http://prefect", run, &info, &states);
+            let _ = map_status(run);
+        }
+    }
+    let _ = prefect_message(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
