@@ -1,0 +1,6 @@
+//! `exec`: raw bytes through countersign_core::backends::fuzzing::exec, which must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| countersign_core::backends::fuzzing::exec(data));
