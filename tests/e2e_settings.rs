@@ -309,6 +309,27 @@ async fn the_first_backend_replaces_the_embedded_demo() {
     assert_eq!(keyring_lookup(&e2e, BACKEND).as_deref(), Some(TOKEN));
     e2e.wait_gone(r#"[data-testid="settings-embedded"]"#, WAIT)
         .await;
+    // The header follows the new engine: no demo badge.
+    e2e.wait_gone(r#"[data-testid="embedded-badge"]"#, WAIT)
+        .await;
+
+    // The approver set in Settings signs from now on, without a restart.
+    e2e.type_text(r#"[data-testid="prefs-approver"]"#, "ops@example.com")
+        .await;
+    e2e.click(r#"[data-testid="prefs-save"]"#).await;
+    // textContent: at 800 px WebDriver counts the header's identity as not displayed.
+    let end = std::time::Instant::now() + WAIT;
+    while e2e.text_contents(r#"[data-testid="approver"]"#).await != ["ops@example.com"] {
+        if std::time::Instant::now() > end {
+            e2e.fail("the header never showed the new approver").await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let config = std::fs::read_to_string(e2e.config_path()).unwrap();
+    assert!(
+        config.contains("approver = \"ops@example.com\""),
+        "{config}"
+    );
 
     // The demo's actions leave the inbox (they stay in history); the real ones arrive.
     e2e.click(r#"[data-testid="nav-inbox"]"#).await;

@@ -417,6 +417,12 @@ export class SettingsState {
   prefsNotice = $state<string | null>(null);
   theme = $state<Theme>(storedTheme());
 
+  /**
+   * Called after every applied change (the shell rebuilt its engine): the view uses it
+   * to re-read what the header shows (approver, demo badge).
+   */
+  onApplied: () => Promise<void> = () => Promise.resolve();
+
   readonly #api: Api;
 
   constructor(api: Api) {
@@ -498,7 +504,7 @@ export class SettingsState {
       }
       this.notice = parts.join(" ");
       this.form = null;
-      await this.load();
+      await Promise.all([this.load(), this.onApplied()]);
       return true;
     } catch (e) {
       f.token = "";
@@ -540,7 +546,7 @@ export class SettingsState {
       this.notice = `Removed backend "${name}"${res.data.token_deleted ? " and deleted its token from the OS keyring" : ""}. It no longer syncs; its actions stay in history.`;
       this.tests = Object.fromEntries(Object.entries(this.tests).filter(([k]) => k !== name));
       if (this.form?.name === name) this.form = null;
-      await this.load();
+      await Promise.all([this.load(), this.onApplied()]);
     } catch (e) {
       this.notice = `Could not remove "${name}": ${thrownError(e).message}`;
     } finally {
@@ -581,7 +587,7 @@ export class SettingsState {
         return false;
       }
       this.prefsNotice = "Preferences saved; they apply now.";
-      await this.load();
+      await Promise.all([this.load(), this.onApplied()]);
       return true;
     } catch (e) {
       this.prefsNotice = thrownError(e).message;

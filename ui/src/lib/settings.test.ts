@@ -293,7 +293,8 @@ describe("SettingsView", () => {
 
   it("adds a backend through the form: labelled fields, a password token field, errors by field", async () => {
     const { shell, sent } = settingsShell(settingsView([backend("prod")]));
-    view = mount(SettingsView, { target: document.body, props: { c: new ConsoleState(shell.api()) } });
+    const c = new ConsoleState(shell.api());
+    view = mount(SettingsView, { target: document.body, props: { c } });
     await waitFor(() => { expect(q("backend-row")?.dataset["name"]).toBe("prod"); });
     q("backend-add")?.click();
     flushSync();
@@ -314,6 +315,8 @@ describe("SettingsView", () => {
     q("backend-save")?.click();
     await waitFor(() => { expect(q("settings-notice")?.textContent).toContain("Added backend"); });
     expect(sent.tokens).toEqual(["tok"]);
+    // The header's identity is re-read from the rebuilt engine.
+    await waitFor(() => { expect(c.info?.approver).toBe("me@example.com"); });
     expect([...document.querySelectorAll<HTMLElement>('[data-testid="backend-row"]')].map((r) => r.dataset["name"])).toEqual(["prod", "staging"]);
     expect(document.body.textContent).not.toContain("tok\n");
   });
