@@ -174,6 +174,18 @@ async fn add_a_backend_in_settings_then_remove_it() {
     .await;
     e2e.screenshot("settings").await;
     e2e.axe("settings").await;
+    // The dark theme: set on <html>, kept by the window, and as readable.
+    e2e.click(r#"[data-testid="theme-dark"]"#).await;
+    let theme = e2e
+        .js(
+            "return [document.documentElement.dataset.theme, localStorage.getItem('countersign.theme')];",
+            vec![],
+        )
+        .await;
+    assert_eq!(theme, serde_json::json!(["dark", "dark"]));
+    e2e.axe("settings (dark theme)").await;
+    e2e.screenshot("settings-dark").await;
+    e2e.click(r#"[data-testid="theme-system"]"#).await;
     e2e.click(r#"[data-testid="nav-inbox"]"#).await;
     e2e.wait_for(&row("before-1"), WAIT).await;
     e2e.producer
