@@ -42,6 +42,7 @@ struct Seen {
     path: String,
     last_event_id: Option<String>,
     if_none_match: Option<String>,
+    body: Vec<u8>,
 }
 
 /// What the server does with a request.
@@ -130,6 +131,8 @@ async fn serve(
             return;
         }
     }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let mut body = head.split_off(end);
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
     let mut first = lines.next().unwrap_or_default().split(' ');
@@ -141,6 +144,16 @@ async fn serve(
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
     };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .min(1024 * 1024);
+    while body.len() < length {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => body.extend_from_slice(&buf[..k]),
+        }
+    }
     let seen = Seen {
         n,
         at: Instant::now(),
@@ -148,9 +161,9 @@ async fn serve(
         path,
         last_event_id: header("last-event-id"),
         if_none_match: header("if-none-match"),
+        body,
     };
     let _ = tx.send(seen.clone());
-    // The request body (decisions, filters) is not needed: answers depend on the path.
     match handler(&seen) {
         Reply::Full {
             status,
@@ -857,6 +870,127 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
     .await;
     // The half event never completed, so it was never applied.
     assert!(engine.pending(Some("half")).unwrap().is_empty());
+    trigger.trigger();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_store_intact(&engine);
+}
+
+/// A decision whose delivery is answered 429 with `Retry-After: 3` is retried by the
+/// outbox no sooner than that (server's clock), under the same idempotency key, and then
+/// recorded as delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let action = Arc::new(wire("d1"));
+    let posts = Arc::new(AtomicU64::new(0));
+    let (a, p) = (action.clone(), posts.clone());
+    let mut server = Hostile::start(Arc::new(move |seen: &Seen| {
+        if seen.path.starts_with("/v1/events") {
+            return Reply::Stream {
+                chunks: vec![b": hello\n\n".to_vec()],
+                hang: true,
+            };
+        }
+        if seen.method == "POST" {
+            return if p.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::Full {
+                    status: 429,
+                    headers: vec![("retry-after", "3".into())],
+                    body: br#"{"error":{"code":"rate_limited","message":"slow down"}}"#.to_vec(),
+                }
+            } else {
+                let body = serde_json::json!({ "action": &*a });
+                full(200, body.to_string().as_bytes())
+            };
+        }
+        if seen.path.starts_with("/v1/actions/") {
+            return full(200, &serde_json::to_vec(&*a).unwrap());
+        }
+        let list = serde_json::json!({ "actions": [&*a], "cursor": "0" });
+        full(200, list.to_string().as_bytes())
+    }))
+    .await;
+
+    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana")
+        .with_key_store(Arc::new(countersign_core::signer::MemoryKeyStore::default()));
+    add(
+        &mut engine,
+        config("slow", "countersign", server.url()),
+        limits(),
+    );
+    let store = engine.store().clone();
+    let mut changes = engine.changes();
+    let (trigger, listener) = shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
+    let key = ActionKey::new("slow", "d1");
+    let s = store.clone();
+    let k = key.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "the action",
+        move || {
+            s.actions(&Default::default())
+                .unwrap()
+                .iter()
+                .any(|a| a.key == k)
+        },
+    )
+    .await;
+    let hash = engine.detail(&key).unwrap().action.snapshot_hash;
+    let report = engine
+        .decide(
+            countersign_core::api::DecisionInput {
+                action: key.clone(),
+                verdict: countersign_core::model::Verdict::Approve,
+                reason: "ok".into(),
+                seen_snapshot_hash: hash,
+                answer: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let queued = report.queued_because.expect("queued after the 429");
+    assert!(queued.contains("retry in 3 s"), "{queued}");
+
+    let mut decisions = Vec::new();
+    while decisions.len() < 2 {
+        let seen = server.next(Duration::from_secs(20), "a delivery").await;
+        if seen.method == "POST" {
+            decisions.push(seen);
+        }
+    }
+    let gap = decisions[1].at - server.replied_at(decisions[0].n);
+    assert!(
+        gap + Duration::from_millis(20) >= Duration::from_secs(3),
+        "the retry came {gap:?} after a Retry-After: 3 answer"
+    );
+    let idempotency = |s: &Seen| {
+        serde_json::from_slice::<serde_json::Value>(&s.body).unwrap()["idempotency_key"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(idempotency(&decisions[0]), idempotency(&decisions[1]));
+    assert_eq!(idempotency(&decisions[0]), report.decision.idempotency_key);
+
+    let s = store.clone();
+    let k = key.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "delivered",
+        move || {
+            s.decisions(&k)
+                .unwrap()
+                .iter()
+                .any(|d| d.delivery == countersign_core::model::DeliveryState::Delivered)
+        },
+    )
+    .await;
     trigger.trigger();
     for t in tasks {
         t.await.unwrap();
