@@ -483,26 +483,19 @@ fn check_input(input: &BackendInput, token: Option<&str>) -> Vec<FieldError> {
 /// What the engine would do with the entry, minus the network: a bad URL or option is
 /// refused here rather than at the next sync.
 fn check_buildable(entry: &BackendConfig) -> Result<(), AdminError> {
-    match backends::build(entry, Some("validation-only".into()), Limits::default()) {
-        Ok(_) => Ok(()),
-        Err(BuildError::UnknownKind { .. }) => Err(AdminError::field(
-            "kind",
-            format!("unknown kind `{}`", entry.kind),
-        )),
-        Err(e @ BuildError::Invalid { .. }) => {
-            let BuildError::Invalid { detail, .. } = &e else {
-                unreachable!("matched above")
-            };
-            let field = if detail.contains("url") || detail.contains("URL") {
-                "url"
-            } else if detail.contains("command") {
-                "command"
-            } else {
-                "options"
-            };
-            Err(AdminError::field(field, e.to_string()))
+    let Err(e) = backends::build(entry, Some("validation-only".into()), Limits::default()) else {
+        return Ok(());
+    };
+    // The kind's own message names what is wrong; the field is where the form shows it.
+    let field = match &e {
+        BuildError::UnknownKind { .. } => "kind",
+        BuildError::Invalid { detail, .. } if detail.contains("url") || detail.contains("URL") => {
+            "url"
         }
-    }
+        BuildError::Invalid { detail, .. } if detail.contains("command") => "command",
+        BuildError::Invalid { .. } => "options",
+    };
+    Err(AdminError::field(field, e.to_string()))
 }
 
 fn token_source(input: &BackendInput) -> TokenSource {
@@ -797,7 +790,9 @@ pub fn set_token(
     })
 }
 
-/// Saves the approver and `[notifications]`, keeping the rest of the file.
+/// Saves the approver and `[notifications]`, keeping the rest of the file. Returns
+/// whether the file changed (the caller then applies it); with no config file and
+/// nothing but defaults, no file is created (that would stop the embedded demo).
 pub fn save_preferences(path: &Path, prefs: &Preferences) -> Result<bool, AdminError> {
     let mut errors = Vec::new();
     let approver = prefs
