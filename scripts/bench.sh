@@ -12,12 +12,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 small=0
 profile=release
+build=1
 for arg in "$@"; do
   case "$arg" in
     --small) small=1 ;;
     # Only to try the script quickly: debug figures are not the product's.
     --debug) profile=debug ;;
-    *) echo "usage: bash scripts/bench.sh [--small] [--debug]" >&2; exit 2 ;;
+    # Measure the binaries already in target/ (e.g. built by an earlier run).
+    --no-build) build=0 ;;
+    *) echo "usage: bash scripts/bench.sh [--small] [--debug] [--no-build]" >&2; exit 2 ;;
   esac
 done
 
@@ -37,7 +40,9 @@ started=$(date +%s)
 step() { printf '== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
 
 step "$profile build"
-if [ "$profile" = release ]; then
+if [ "$build" = 0 ]; then
+  :
+elif [ "$profile" = release ]; then
   cargo build --release --locked -p countersign-bench -p countersign-cli -p countersign-server
 else
   cargo build --locked -p countersign-bench -p countersign-cli -p countersign-server
