@@ -122,7 +122,7 @@ fn exec_seeds() -> Vec<Vec<u8>> {
         format!(r#"{{"actions":[{action}]}}"#).into_bytes(),
         action.to_string().into_bytes(),
         format!(
-            "{{\"type\":\"upsert\",\"event_id\":\"3\",\"action\":{action}}}\n{{\"type\":\"heartbeat\"}}\n{{\"type\":\"error\",\"error\":{{\"code\":\"x\",\"message\":\"boom\"}}}}\n"
+            "{{\"type\":\"upsert\",\"event_id\":\"3\",\"action\":{action}}}\n{{\"type\":\"timeline\",\"action_id\":\"p1\",\"event\":{{\"id\":\"e9\",\"at\":1764050400000,\"kind\":\"comment\",\"text\":\"hi\"}}}}\n{{\"type\":\"heartbeat\"}}\n{{\"type\":\"error\",\"error\":{{\"code\":\"x\",\"message\":\"boom\"}}}}\n"
         )
         .into_bytes(),
     ]
