@@ -9,8 +9,10 @@ use countersign_core::config::NotificationsConfig;
 use countersign_core::model::{ActionKey, ActionStatus, PendingAction};
 use countersign_core::snapshot::SnapshotHash;
 
-/// New actions of one backend arriving within this long of the first one share one
-/// notification ("7 new requests on hoop-prod").
+/// Leading-edge coalescing per backend: a new action after a quiet spell is notified at
+/// once (a person waiting on one request should not wait for a timer); whatever else
+/// arrives within this long of that notification shares one ("7 new requests on
+/// hoop-prod"), sent when the window closes, which opens the next window.
 pub const COALESCE_WINDOW: Duration = Duration::milliseconds(1000);
 /// Under this much time left, a notification is critical.
 pub const CRITICAL_UNDER: Duration = Duration::minutes(5);
@@ -167,6 +169,8 @@ pub struct Planner {
     /// Every action ever queued for a notification (never notified twice).
     notified: HashSet<ActionKey>,
     bursts: BTreeMap<String, Burst>,
+    /// Per backend: when its last notification went out (its coalescing window opens).
+    last_sent: BTreeMap<String, DateTime<Utc>>,
     shown: BTreeMap<NotificationId, Target>,
 }
 
@@ -178,6 +182,7 @@ impl Planner {
             paused_until: None,
             notified: HashSet::new(),
             bursts: BTreeMap::new(),
+            last_sent: BTreeMap::new(),
             shown: BTreeMap::new(),
         }
     }
@@ -242,10 +247,16 @@ impl Planner {
             return Err(skip);
         }
         self.notified.insert(action.key.clone());
+        // Inside the window the last notification opened: wait for it to close.
+        // Otherwise due now (the window is counted back from `now`).
+        let first_at = match self.last_sent.get(&action.key.backend) {
+            Some(&sent) if now < sent + COALESCE_WINDOW => sent,
+            _ => now - COALESCE_WINDOW,
+        };
         self.bursts
             .entry(action.key.backend.clone())
             .or_insert_with(|| Burst {
-                first_at: now,
+                first_at,
                 actions: Vec::new(),
             })
             .actions
@@ -282,10 +293,11 @@ impl Planner {
                 .actions
                 .retain(|a| a.time_left(now).is_none_or(|left| left > Duration::zero()));
             match burst.actions.len() {
-                0 => {}
+                0 => continue,
                 1 => out.push(single(&burst.actions[0], now)),
                 _ => out.push(batch(&name, &mut burst.actions, now)),
             }
+            self.last_sent.insert(name, now);
         }
         out
     }
@@ -514,15 +526,15 @@ mod tests {
         let mut p = planner();
         let a = action("prod", "a1", Some(Duration::minutes(10)));
         p.consider(&a, false, t0()).unwrap();
-        assert!(p.flush(t0()).is_empty(), "waits for the burst window");
-        assert_eq!(p.next_deadline(), Some(t0() + COALESCE_WINDOW));
-        let out = p.flush(t0() + COALESCE_WINDOW);
+        // After a quiet spell: due at once, no waiting for a window.
+        assert_eq!(p.next_deadline(), Some(t0()));
+        let out = p.flush(t0());
         assert_eq!(out.len(), 1);
         let c = &out[0].content;
         assert_eq!(c.summary, "Session a1");
         assert_eq!(
             c.body,
-            "Requested by dana@example.com on prod\nResource: prod-billing\nExpires in 9 min"
+            "Requested by dana@example.com on prod\nResource: prod-billing\nExpires in 10 min"
         );
         assert_eq!(c.urgency, Urgency::Normal);
         assert_eq!(c.actions, ACTIONS_DECIDE);
@@ -585,19 +597,40 @@ mod tests {
     }
 
     #[test]
+    fn the_first_goes_at_once_the_rest_of_a_burst_waits_for_the_window() {
+        let mut p = planner();
+        p.consider(&action("prod", "a1", None), false, t0())
+            .unwrap();
+        assert_eq!(p.flush(t0()).len(), 1, "the first one at once");
+        for i in 2..=4 {
+            let at = t0() + Duration::milliseconds(100 * i);
+            p.consider(&action("prod", &format!("a{i}"), None), false, at)
+                .unwrap();
+            assert!(p.flush(at).is_empty(), "a{i} waits for the window");
+        }
+        assert_eq!(p.next_deadline(), Some(t0() + COALESCE_WINDOW));
+        let out = p.flush(t0() + COALESCE_WINDOW);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].content.summary, "3 new requests on prod");
+        // Another backend is not held by this one's window.
+        p.consider(&action("gh", "g1", None), false, t0() + COALESCE_WINDOW)
+            .unwrap();
+        assert_eq!(p.flush(t0() + COALESCE_WINDOW).len(), 1);
+    }
+
+    #[test]
     fn an_action_arriving_after_the_window_gets_its_own_notification() {
         let mut p = planner();
         p.consider(&action("prod", "a1", None), false, t0())
             .unwrap();
-        assert_eq!(p.flush(t0() + COALESCE_WINDOW).len(), 1);
+        assert_eq!(p.flush(t0()).len(), 1);
         p.consider(
             &action("prod", "a2", None),
             false,
             t0() + Duration::seconds(2),
         )
         .unwrap();
-        assert!(p.flush(t0() + Duration::milliseconds(2500)).is_empty());
-        assert_eq!(p.flush(t0() + Duration::seconds(3)).len(), 1);
+        assert_eq!(p.flush(t0() + Duration::seconds(2)).len(), 1);
     }
 
     #[test]
