@@ -161,7 +161,11 @@ export class ConsoleState {
     }
   }
 
+  /** The last batch of engine changes (views that keep their own state follow it). */
+  lastChanges = $state.raw<Change[]>([]);
+
   async #onChanges(batch: Change[]): Promise<void> {
+    this.lastChanges = batch;
     const detail = touches(batch, this.selected) ? this.refreshDetail() : null;
     await Promise.all([this.refreshInbox(), detail]);
   }

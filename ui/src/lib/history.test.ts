@@ -10,7 +10,7 @@ import type {
   SnapshotVersion_Serialize,
 } from "../bindings.ts";
 import HistoryView from "../components/views/HistoryView.svelte";
-import { action, event, FakeShell, ok, waitFor } from "../test/fixtures.ts";
+import { action, event, FakeShell, key, ok, waitFor } from "../test/fixtures.ts";
 import type { Commands } from "./api.ts";
 import { ConsoleState } from "./console.svelte.ts";
 import {
@@ -342,5 +342,33 @@ describe("HistoryView", () => {
     await waitFor(() => {
       expect(pageCalls(shell).map((q) => q.text)).toEqual([undefined, "canary"]);
     });
+  });
+  it("the open request follows the engine's changes (a new timeline step shows)", async () => {
+    const shell = recordingShell(historyOf(3));
+    shell.actions = [action("h-0"), action("h-1")];
+    shell.timeline = [event("requested")];
+    const c = new ConsoleState(shell.api());
+    const stop = c.start();
+    view = mount(HistoryView, { target: document.body, props: { c } });
+    await waitFor(() => {
+      expect(qa('[data-testid="history-row"]').length).toBeGreaterThan(0);
+    });
+    const list = document.querySelector<HTMLElement>('[data-testid="history-list"]');
+    list?.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    await waitFor(() => {
+      expect(qa('[data-testid="timeline-event"]').map((e) => e.dataset["kind"])).toEqual(["requested"]);
+    });
+    const opened = shell.count("actionDetail");
+    shell.timeline = [event("requested"), event("expired", { source: "backend" })];
+    shell.emit({ type: "timeline", key: key("h-0") });
+    await waitFor(() => {
+      expect(qa('[data-testid="timeline-event"]').map((e) => e.dataset["kind"])).toEqual(["requested", "expired"]);
+    });
+    expect(shell.count("actionDetail")).toBe(opened + 1);
+    // A change to another request does not re-read this one.
+    shell.emit({ type: "timeline", key: key("other") });
+    await new Promise((r) => setTimeout(r, 400));
+    expect(shell.count("actionDetail")).toBe(opened + 1);
+    stop();
   });
 });
