@@ -494,3 +494,81 @@ async fn the_tray_shows_the_pending_count_and_its_menu_works() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 8's inbox at scale, in the real app: 10,000 pending requests from the
+/// reference server. Only a window of rows is in the DOM; scrolling to the end shows
+/// the last one; filtering narrows to one. Figures are printed, not asserted.
+#[tokio::test]
+async fn ten_thousand_pending_requests_stay_a_window_of_rows() {
+    const N: usize = 10_000;
+    let mut e2e = E2e::start("ten_thousand_pending");
+    let started = Instant::now();
+    // Created concurrently, a few at a time, through the server's own API.
+    let producer = std::sync::Arc::new(common::Producer::new(&e2e.server.url()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let producer = producer.clone();
+        tasks.spawn(async move {
+            for i in (chunk..N).step_by(8) {
+                let mut a = new_action(&format!("bulk-{i:05}"), &format!("Request number {i:05}"));
+                a.requester = format!("user{}@example.com", i % 40);
+                a.expires_in_secs = Some(3600 + i as u64);
+                producer.create(&a).await;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("create task");
+    }
+    eprintln!(
+        "10k: created {N} on the server in {:.1?}",
+        started.elapsed()
+    );
+
+    let launched = Instant::now();
+    e2e.launch_ready().await;
+    let end = Instant::now() + Duration::from_secs(240);
+    loop {
+        let count = e2e
+            .js(
+                "const c = document.querySelector('[data-testid=\"inbox-count\"]'); return c ? c.textContent : '';",
+                vec![],
+            )
+            .await;
+        if count == serde_json::json!(N.to_string()) {
+            break;
+        }
+        assert!(Instant::now() < end, "inbox count stuck at {count}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "10k: all {N} in the window {:.1?} after launch",
+        launched.elapsed()
+    );
+    let drawn = e2e.count(r#"[data-testid="inbox-row"]"#).await;
+    assert!(drawn > 0 && drawn < 100, "{drawn} rows in the DOM for {N}");
+
+    // Soonest expiry first: the last row is the one expiring last.
+    let scrolled = Instant::now();
+    e2e.js(
+        "const s = document.querySelector('[data-testid=\"inbox-list\"]'); s.scrollTop = s.scrollHeight; return null;",
+        vec![],
+    )
+    .await;
+    e2e.wait_for(&row(&format!("bulk-{:05}", N - 1)), WAIT)
+        .await;
+    eprintln!("10k: scrolled to the end in {:.1?}", scrolled.elapsed());
+    let drawn = e2e.count(r#"[data-testid="inbox-row"]"#).await;
+    assert!(drawn < 100, "{drawn} rows in the DOM after scrolling");
+
+    let filtered = Instant::now();
+    e2e.type_text(r#"[data-testid="inbox-filter"]"#, "number 04242")
+        .await;
+    e2e.wait_text(r#"[data-testid="inbox-count"]"#, WAIT, |t| {
+        t == format!("1 of {N}")
+    })
+    .await;
+    eprintln!("10k: filtered to one in {:.1?}", filtered.elapsed());
+    e2e.wait_for(&row("bulk-04242"), WAIT).await;
+    e2e.close().await;
+}
