@@ -32,3 +32,6 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   bash scripts/with-keyring.sh cargo test --workspace --locked
 fi
+
+step "benchmarks, small sizes on the debug build (so they cannot rot; figures: bench/README.md)"
+bash scripts/bench.sh --small --debug --no-build
