@@ -555,9 +555,21 @@ impl Store {
     /// Actions matching `query`, soonest expiry first (never-expiring ones last).
     pub fn actions(&self, query: &ActionQuery) -> Result<Vec<PendingAction>, StoreError> {
         let conn = self.conn();
+        // Only the filters given: `(?2 IS NULL OR a.status = ?2)` would keep SQLite from
+        // the status index, and the inbox would read every action ever seen (the bench
+        // measured 0.5 s at 1,000,000). Parameters keep their numbers (SQLite counts up
+        // to the highest, ?3), so the same three are bound whichever filters are used.
+        let mut filters = vec!["1"];
+        if query.backend.is_some() {
+            filters.push("b.name = ?1");
+        }
+        if query.status.is_some() {
+            filters.push("a.status = ?2");
+        }
         let sql = format!(
-            "{ACTION_SELECT} WHERE (?1 IS NULL OR b.name = ?1) AND (?2 IS NULL OR a.status = ?2)
-             ORDER BY a.expires_at IS NULL, a.expires_at, a.requested_at, a.id LIMIT ?3"
+            "{ACTION_SELECT} WHERE {}
+             ORDER BY a.expires_at IS NULL, a.expires_at, a.requested_at, a.id LIMIT ?3",
+            filters.join(" AND ")
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
