@@ -922,23 +922,12 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
     );
     let store = engine.store().clone();
     let mut changes = engine.changes();
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
     let key = ActionKey::new("slow", "d1");
-    let s = store.clone();
-    let k = key.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "the action",
-        move || {
-            s.actions(&Default::default())
-                .unwrap()
-                .iter()
-                .any(|a| a.key == k)
-        },
-    )
-    .await;
+    // One pass brings the action in. The sync loop (which also delivers the outbox)
+    // starts only after the decision's own first attempt has met the 429, so the retry
+    // under test is the outbox's, not a second attempt racing the first.
+    let reports = engine.sync_once(Utc::now()).await;
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
     let hash = engine.detail(&key).unwrap().action.snapshot_hash;
     let report = engine
         .decide(
@@ -955,6 +944,8 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
         .unwrap();
     let queued = report.queued_because.expect("queued after the 429");
     assert!(queued.contains("retry in 3 s"), "{queued}");
+    let (trigger, listener) = shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
 
     let mut decisions = Vec::new();
     while decisions.len() < 2 {

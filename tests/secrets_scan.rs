@@ -255,10 +255,14 @@ async fn a_whole_session_leaves_no_token_or_private_key_on_disk_or_in_logs() {
         .unwrap();
     assert!(response.status().is_success());
     let mut followed = Vec::new();
+    // Other changes keep printing lines (backend health): bound the whole wait, not
+    // only the gap between lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the follower reports the streamed action");
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the follower never reported prod/db-3: {followed:?}"));
         followed.push(line.clone());
         if line.contains("prod/db-3") {
             break;

@@ -26,9 +26,13 @@ pub async fn follow(console: &Console) -> Result<(), CliError> {
         "following {} backend(s); Ctrl-C stops",
         console.engine.backends()?.len()
     );
+    // One listener for the whole loop: a new `ctrl_c()` per turn would miss a
+    // Ctrl-C that arrives while a change is being printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             change = changes.recv() => match change {
                 Ok(change) => println!("{}", describe(&change)),
                 Err(RecvError::Lagged(n)) => println!("({n} changes skipped)"),
@@ -81,6 +85,10 @@ pub async fn run(console: &Console) -> Result<(), CliError> {
     let mut dirty = true;
     // After `s N` the detail stays on screen until the next command.
     let mut paused = false;
+    // One listener for the whole loop: a new `ctrl_c()` per turn would miss a
+    // Ctrl-C that arrives while a change is being printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         if dirty && !paused {
             shown = console.engine.pending(None)?;
@@ -88,7 +96,7 @@ pub async fn run(console: &Console) -> Result<(), CliError> {
             dirty = false;
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             // Countdowns move every second on a terminal; a pipe gets a frame per change.
             _ = tick.tick() => dirty |= tty,
             change = changes.recv() => {

@@ -39,9 +39,13 @@ pub async fn run(global: &Global) -> Result<(), CliError> {
         "following {} backend(s) with notifications; Ctrl-C stops",
         engine.backends()?.len()
     );
+    // One listener for the whole loop: a new `ctrl_c()` per turn would miss a
+    // Ctrl-C that arrives while a change is being printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             Ok(()) = status.changed() => {
                 let s = status.borrow_and_update().clone();
                 let state = if s.available { "available" } else { "unavailable" };
