@@ -217,6 +217,29 @@ fn ask_to_close(e2e: &E2e, window: u32) {
     conn.flush().expect("flush");
 }
 
+/// Closes the window as a person would, and waits until it is gone. Asks again each
+/// second while it is still shown: a close request that reaches the toplevel before
+/// GTK is ready to act on it is simply lost, as a person's first click would be.
+async fn close_until_hidden(e2e: &E2e) {
+    let end = Instant::now() + WAIT;
+    loop {
+        let shown = visible_windows(e2e);
+        if shown.is_empty() {
+            return;
+        }
+        if Instant::now() > end {
+            e2e.fail("the window never closed to the tray").await;
+        }
+        for window in shown {
+            ask_to_close(e2e, window);
+        }
+        let again = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < again && !visible_windows(e2e).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn until_visible(e2e: &E2e, visible: bool) {
     let end = Instant::now() + WAIT;
     while visible_windows(e2e).is_empty() == visible {
@@ -244,10 +267,7 @@ async fn closing_keeps_the_app_and_open_from_a_notification_shows_the_action() {
     let pid = e2e.app_pid().expect("the app process");
 
     // Close as a person would: the window goes, the app stays.
-    for window in visible_windows(&e2e) {
-        ask_to_close(&e2e, window);
-    }
-    until_visible(&e2e, false).await;
+    close_until_hidden(&e2e).await;
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "closing the window quit the app"
@@ -471,10 +491,7 @@ async fn the_tray_shows_the_pending_count_and_its_menu_works() {
 
     // Close to the tray, then Open from the tray brings the window back.
     until_visible(&e2e, true).await;
-    for window in visible_windows(&e2e) {
-        ask_to_close(&e2e, window);
-    }
-    until_visible(&e2e, false).await;
+    close_until_hidden(&e2e).await;
     tray.click("Open").await;
     until_visible(&e2e, true).await;
 
