@@ -26,10 +26,10 @@ done
 
 if [ "$small" = 1 ]; then
   actions=20000; events=5; history_runs=20; audit_runs=1; ingest=1000; ingest_runs=1
-  latency_events=10; out=bench/results-small.md
+  latency_events=10; footprint_runs=3; out=bench/results-small.md
 else
   actions=1000000; events=5; history_runs=50; audit_runs=3; ingest=10000; ingest_runs=3
-  latency_events=100; out=bench/results.md
+  latency_events=100; footprint_runs=10; out=bench/results.md
 fi
 
 for tool in sqlite3 curl; do
@@ -40,12 +40,16 @@ started=$(date +%s)
 step() { printf '== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
 
 step "$profile build"
-if [ "$build" = 0 ]; then
-  :
-elif [ "$profile" = release ]; then
-  cargo build --release --locked -p countersign-bench -p countersign-cli -p countersign-server
-else
-  cargo build --locked -p countersign-bench -p countersign-cli -p countersign-server
+cargo_profile=()
+[ "$profile" = release ] && cargo_profile=(--release)
+if [ "$build" = 1 ]; then
+  # The app embeds ui/dist: measure the current UI.
+  npm --prefix ui run --silent build
+  cargo build "${cargo_profile[@]}" --locked -p countersign-bench -p countersign-cli \
+    -p countersign-server -p countersign-app
+  # Benchmark 5's reference, a bare Tauri v2 window: its own workspace and lockfile, but
+  # the same target dir and profile, so it reuses the dependencies the app just built.
+  (cd bench/hello && CARGO_TARGET_DIR="$PWD/../../target" cargo build "${cargo_profile[@]}" --locked)
 fi
 bin=target/$profile
 
@@ -76,6 +80,19 @@ step "1. event -> notification latency"
 bash scripts/with-keyring.sh "$bin/countersign-bench" latency --server "$bin/countersign-server" \
   --cli "$bin/countersign" --work "$work/latency" --probes "$latency_events" >>"$rows" \
   2> >(grep -v 'Failed to set fd limit' >&2)
+
+step "5. app footprint"
+if [ "$build" = 0 ] && [ ! -x "$bin/countersign-bench-hello" ]; then
+  # CI measures what its own build made, and that build does not include bench/hello
+  # (a second Tauri build: see bench/README.md, "App footprint in CI").
+  echo "footprint: not run: --no-build and no $bin/countersign-bench-hello" >&2
+  echo "| app footprint (idle RSS, cold start) | not run (--no-build and no hello binary; \`bash scripts/bench.sh\` builds it) | – | – | RSS ≤ 1.3×, start-up ≤ 1.5× | – |" >>"$rows"
+else
+  # The same private session bus and keyring as benchmark 1, for both binaries.
+  bash scripts/with-keyring.sh "$bin/countersign-bench" footprint --app "$bin/countersign-app" \
+    --hello "$bin/countersign-bench-hello" --work "$work/footprint" --runs "$footprint_runs" \
+    >>"$rows" 2> >(grep -v 'Failed to set fd limit' >&2)
+fi
 
 elapsed=$(( $(date +%s) - started ))
 {

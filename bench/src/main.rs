@@ -2,6 +2,7 @@
 //! reference measured in the same run (bench/README.md).
 
 mod audit;
+mod footprint;
 mod generate;
 mod history;
 mod ingest;
@@ -115,6 +116,29 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         probes: usize,
     },
+    /// Benchmark 5: idle RSS and cold start of `countersign-app` against a bare Tauri v2
+    /// window (bench/hello), under Xvfb through tauri-driver. Needs a session bus
+    /// (scripts/with-keyring.sh).
+    Footprint {
+        /// The `countersign-app` binary to measure.
+        #[arg(long)]
+        app: PathBuf,
+        /// The reference: bench/hello's `countersign-bench-hello`, same profile.
+        #[arg(long)]
+        hello: PathBuf,
+        /// Temporary HOME/XDG directories and logs.
+        #[arg(long)]
+        work: PathBuf,
+        /// Cold starts of each (after one untimed warm-up start of each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds to wait after the first paint before reading memory.
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+        /// Use this X display instead of starting a private Xvfb.
+        #[arg(long)]
+        display: Option<String>,
+    },
 }
 
 fn print_rows(rows: &[table::Row]) {
@@ -204,6 +228,23 @@ fn main() -> ExitCode {
         } => latency::run(&server, &cli, &curl, &work, probes.max(1))
             .map(|rows| print_rows(&rows))
             .map_err(|e| e.to_string()),
+        Command::Footprint {
+            app,
+            hello,
+            work,
+            runs,
+            idle_secs,
+            display,
+        } => footprint::run(&footprint::FootprintOptions {
+            app: &app,
+            hello: &hello,
+            work: &work,
+            runs,
+            idle: std::time::Duration::from_secs(idle_secs),
+            display,
+        })
+        .map(|rows| print_rows(&rows))
+        .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
