@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use countersign_core::api::DecisionInput;
-use countersign_core::audit::{self, AllowedSigners};
+use countersign_core::audit::{AllowedSigners, AuditEntry};
 use countersign_core::decide::DecideError;
 use countersign_core::export;
 use countersign_core::model::{ActionStatus, Answer, Verdict};
 use countersign_core::snapshot::SnapshotHash;
-use countersign_core::store::{AuditQuery, HistoryQuery};
+use countersign_core::store::{AuditQuery, HistoryQuery, StoreError};
 use countersign_core::EngineError;
 
 use console::Console;
@@ -342,16 +342,27 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
             output,
         } => {
             let console = Console::open(g, Embedded::Off).await?;
-            let entries = console.engine.audit(&AuditQuery { from, to, backend })?;
+            // The rows stream from the store to the CSV: memory stays flat whatever the
+            // chain's length. The first page is read before the file is made, so a
+            // store that cannot be read leaves no file behind.
+            let mut rows = console
+                .engine
+                .audit_rows(&AuditQuery { from, to, backend })
+                .peekable();
+            if let Some(Err(_)) = rows.peek() {
+                if let Some(Err(e)) = rows.next() {
+                    return Err(EngineError::from(e).into());
+                }
+            }
             match output {
                 Some(path) => {
                     let file = std::fs::File::create(&path)?;
-                    export::write_csv(&entries, std::io::BufWriter::new(file))
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    eprintln!("{} entries written to {}", entries.len(), path.display());
+                    let written = write_audit_csv(rows, std::io::BufWriter::new(file))?;
+                    eprintln!("{written} entries written to {}", path.display());
                 }
-                None => export::write_csv(&entries, std::io::stdout().lock())
-                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+                None => {
+                    write_audit_csv(rows, std::io::stdout().lock())?;
+                }
             }
         }
         Command::Verify {
@@ -384,25 +395,24 @@ async fn verify(
         }
         None => None,
     };
+    // Both stream: the CSV is verified row by row as it is read, the database page by
+    // page, so memory stays flat whatever the chain's length.
     let (what, result) = match &csv {
         Some(path) => {
             let file = std::fs::File::open(path)?;
-            let entries = export::read_csv(std::io::BufReader::new(file))
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-            let result = if excerpt {
-                audit::verify_excerpt(&entries, allowed.as_ref())
-            } else {
-                audit::verify_chain(&entries, allowed.as_ref())
-            };
+            let result =
+                export::verify_csv(std::io::BufReader::new(file), allowed.as_ref(), excerpt)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
             (path.display().to_string(), result)
         }
         None => {
             let console = Console::open(g, Embedded::Off).await?;
-            let entries = console.engine.audit(&AuditQuery::default())?;
-            (
-                "the local audit chain".to_owned(),
-                audit::verify_chain(&entries, allowed.as_ref()),
-            )
+            let result = match console.engine.verify(allowed.as_ref()) {
+                Ok(report) => Ok(report),
+                Err(EngineError::Chain(broken)) => Err(broken),
+                Err(e) => return Err(e.into()),
+            };
+            ("the local audit chain".to_owned(), result)
         }
     };
     match result {
@@ -418,6 +428,22 @@ async fn verify(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Writes the audit rows as CSV as they are read; returns how many were written.
+fn write_audit_csv(
+    rows: impl Iterator<Item = Result<AuditEntry, StoreError>>,
+    out: impl std::io::Write,
+) -> Result<u64, console::CliError> {
+    let csv_err = |e: export::CsvError| std::io::Error::other(e.to_string());
+    let mut csv = export::CsvWriter::new(out).map_err(csv_err)?;
+    for entry in rows {
+        csv.write(&entry.map_err(EngineError::from)?)
+            .map_err(csv_err)?;
+    }
+    let written = csv.rows();
+    csv.finish().map_err(csv_err)?;
+    Ok(written)
 }
 
 /// `--option` and `--param name=value` as an answer, each value read as the cached

@@ -22,8 +22,8 @@ use crate::shutdown::Shutdown;
 use crate::signer::{KeyStore, OsKeyring, Signer, SignerError};
 use crate::snapshot::{FieldChange, SnapshotHash};
 use crate::store::{
-    ActionQuery, AuditQuery, BackendStatus, HistoryPage, HistoryQuery, SnapshotVersion, Store,
-    StoreError,
+    ActionQuery, AuditQuery, AuditRows, BackendStatus, HistoryPage, HistoryQuery, SnapshotVersion,
+    Store, StoreError,
 };
 use crate::sync::{BackendSync, Change, SyncError, SyncSummary};
 
@@ -287,14 +287,65 @@ impl AuditRange {
     }
 }
 
-/// Audit entries chosen for an export, read after the whole chain verified.
-#[derive(Debug, Clone)]
+/// Audit entries chosen for an export, after the whole chain verified. It holds no
+/// rows: [`AuditSelection::write_csv`] streams them from the store again, and checks
+/// that what it wrote is byte for byte what was verified.
 pub struct AuditSelection {
-    pub entries: Vec<AuditEntry>,
+    store: Arc<Store>,
+    query: AuditQuery,
+    /// The verified chain's head `seq`: rows appended since are not part of the export.
+    up_to: u32,
+    /// SHA-256 of the CSV of the chosen rows, as they were verified.
+    csv_sha256: [u8; 32],
+    /// Rows chosen (besides the header).
+    pub rows: u32,
     /// The whole chain's report, checked before choosing.
     pub chain: ChainReport,
     /// A filtered selection: an excerpt of the chain, not all of it.
     pub excerpt: bool,
+}
+
+impl std::fmt::Debug for AuditSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSelection")
+            .field("query", &self.query)
+            .field("up_to", &self.up_to)
+            .field("rows", &self.rows)
+            .field("chain", &self.chain)
+            .field("excerpt", &self.excerpt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An `io::Write` that keeps a SHA-256 of everything written through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Digest::new(),
+        }
+    }
+
+    fn finish(self) -> (W, [u8; 32]) {
+        (self.inner, sha2::Digest::finalize(self.hasher).into())
+    }
 }
 
 /// A written audit export and how to check it.
@@ -327,8 +378,21 @@ impl AuditSelection {
         let partial = path.with_file_name(partial);
         let written = (|| {
             let file = std::fs::File::create(&partial).map_err(|e| export_err(&e))?;
-            let mut out = std::io::BufWriter::new(file);
-            crate::export::write_csv(&self.entries, &mut out).map_err(|e| export_err(&e))?;
+            let out = Hashing::new(std::io::BufWriter::new(file));
+            let mut csv = crate::export::CsvWriter::new(out).map_err(|e| export_err(&e))?;
+            for entry in self.store.audit_rows_up_to(&self.query, self.up_to) {
+                csv.write(&entry?).map_err(|e| export_err(&e))?;
+            }
+            let rows = csv.rows();
+            let (out, sha256) = csv.finish().map_err(|e| export_err(&e))?.finish();
+            // The rows are read again: should the chain have been altered since it was
+            // verified (the database edited behind the app's back), what was written is
+            // not what was checked, and it is not kept.
+            if sha256 != self.csv_sha256 || rows != u64::from(self.rows) {
+                return Err(EngineError::Export(
+                    "the audit chain changed after it was verified; export again".into(),
+                ));
+            }
             let file = out.into_inner().map_err(|e| export_err(&e))?;
             file.sync_all().map_err(|e| export_err(&e))?;
             std::fs::rename(&partial, path).map_err(|e| export_err(&e))
@@ -339,7 +403,7 @@ impl AuditSelection {
         written?;
         let shown = path.display().to_string();
         Ok(AuditExport {
-            rows: u32::try_from(self.entries.len()).unwrap_or(u32::MAX),
+            rows: self.rows,
             excerpt: self.excerpt,
             chain: self.chain.clone(),
             verify_command: format!(
@@ -438,34 +502,43 @@ impl Engine {
         Ok(self.store.audit_entries(query)?)
     }
 
+    /// The audit chain (or part of it), in order, as a stream: memory stays flat
+    /// whatever the chain's length.
+    pub fn audit_rows(&self, query: &AuditQuery) -> AuditRows<'_> {
+        self.store.audit_rows(query)
+    }
+
     /// The chain's state for the audit view: every row re-walked (links, hashes, every
-    /// signature); a break is reported with the rows that verified before it.
+    /// signature); a break is reported with the rows that verified before it. The chain
+    /// streams by once; only the summary is kept.
     pub fn audit_status(&self) -> Result<ChainStatus, EngineError> {
-        let entries = self.store.audit_entries(&AuditQuery::default())?;
-        let (verified, broken) = match audit::verify_chain(&entries, None) {
-            Ok(report) => (report, None),
-            Err(b) => {
-                let good = b.row().saturating_sub(1).min(entries.len());
-                // Those rows passed every check on the way to the break.
-                let report = audit::verify_chain(&entries[..good], None).unwrap_or_default();
-                (report, Some(BrokenRow::from(&b)))
-            }
-        };
-        let backends: std::collections::BTreeSet<String> = entries
-            .iter()
-            .filter_map(|e| {
-                e.action
-                    .as_deref()?
-                    .split_once('/')
-                    .map(|(b, _)| b.to_owned())
-            })
-            .collect();
+        let mut verifier = audit::ChainVerifier::chain(None);
+        let mut entries = 0u32;
+        let mut first_at = None;
+        let mut last_at = None;
+        let mut backends = std::collections::BTreeSet::new();
+        let verified = audit::verify_rows(
+            &mut verifier,
+            self.store.audit_rows(&AuditQuery::default()),
+            |e| {
+                entries = entries.saturating_add(1);
+                first_at.get_or_insert(e.at);
+                last_at = Some(e.at);
+                if let Some((backend, _)) = e.action.as_deref().and_then(|a| a.split_once('/')) {
+                    if !backends.contains(backend) {
+                        backends.insert(backend.to_owned());
+                    }
+                }
+            },
+        )?;
+        // After a break, the report holds the rows that passed every check before it.
+        let broken = verified.err().as_ref().map(BrokenRow::from);
         Ok(ChainStatus {
-            entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
-            verified,
+            entries,
+            verified: verifier.finish(),
             broken,
-            first_at: entries.first().map(|e| e.at),
-            last_at: entries.last().map(|e| e.at),
+            first_at,
+            last_at,
             backends: backends.into_iter().collect(),
         })
     }
@@ -474,32 +547,75 @@ impl Engine {
     /// broken chain is reported, not exported as if it were sound). A filtered choice
     /// is an excerpt: it is checked as `countersign verify --excerpt` will check the
     /// file (each row's hash and signature, links between chain neighbours), so what is
-    /// written is what that command accepts.
+    /// written is what that command accepts. The rows stream by (the whole chain, then
+    /// the range's); the selection keeps their CSV's hash, not the rows.
     pub fn select_audit(&self, range: &AuditRange) -> Result<AuditSelection, EngineError> {
-        let all = self.store.audit_entries(&AuditQuery::default())?;
-        let chain = audit::verify_chain(&all, None).map_err(EngineError::Chain)?;
         let excerpt = !range.is_whole();
-        let entries = if excerpt {
-            let chosen = self.store.audit_entries(&range.query())?;
-            audit::verify_excerpt(&chosen, None).map_err(EngineError::Chain)?;
-            chosen
-        } else {
-            all
+        let mut csv = crate::export::CsvWriter::new(Hashing::new(std::io::sink()))
+            .map_err(|e| EngineError::Export(e.to_string()))?;
+        let mut csv_err = None;
+        let mut to_csv = |e: &AuditEntry| {
+            if csv_err.is_none() {
+                csv_err = csv.write(e).err();
+            }
         };
-        if entries.is_empty() {
+        let mut whole = audit::ChainVerifier::chain(None);
+        audit::verify_rows(
+            &mut whole,
+            self.store.audit_rows(&AuditQuery::default()),
+            |e| {
+                if !excerpt {
+                    to_csv(e);
+                }
+            },
+        )?
+        .map_err(EngineError::Chain)?;
+        let chain = whole.finish();
+        // A complete chain's last seq is its length.
+        let up_to = chain.entries;
+        let query = range.query();
+        if excerpt {
+            let mut part = audit::ChainVerifier::excerpt(None);
+            audit::verify_rows(
+                &mut part,
+                self.store.audit_rows_up_to(&query, up_to),
+                &mut to_csv,
+            )?
+            .map_err(EngineError::Chain)?;
+        }
+        if let Some(e) = csv_err {
+            return Err(EngineError::Export(e.to_string()));
+        }
+        let rows = u32::try_from(csv.rows()).unwrap_or(u32::MAX);
+        if rows == 0 {
             return Err(EngineError::NothingToExport(range.describe()));
         }
+        let (_, csv_sha256) = csv
+            .finish()
+            .map_err(|e| EngineError::Export(e.to_string()))?
+            .finish();
         Ok(AuditSelection {
-            entries,
+            store: self.store.clone(),
+            query,
+            up_to,
+            csv_sha256,
+            rows,
             chain,
             excerpt,
         })
     }
 
-    /// Re-walks the whole chain in the database: links, hashes, every signature.
+    /// Re-walks the whole chain in the database: links, hashes, every signature, as the
+    /// rows stream by.
     pub fn verify(&self, allowed: Option<&AllowedSigners>) -> Result<ChainReport, EngineError> {
-        let entries = self.store.audit_entries(&AuditQuery::default())?;
-        audit::verify_chain(&entries, allowed).map_err(EngineError::Chain)
+        let mut verifier = audit::ChainVerifier::chain(allowed);
+        audit::verify_rows(
+            &mut verifier,
+            self.store.audit_rows(&AuditQuery::default()),
+            |_| {},
+        )?
+        .map_err(EngineError::Chain)?;
+        Ok(verifier.finish())
     }
 
     /// Builds every backend in `config` (tokens from where the config says). A backend

@@ -300,7 +300,9 @@ pub fn verify_chain<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
     allowed: Option<&AllowedSigners>,
 ) -> Result<ChainReport, ChainBreak> {
-    verify(entries, allowed, true)
+    let mut v = ChainVerifier::chain(allowed);
+    entries.into_iter().try_for_each(|e| v.check(e))?;
+    Ok(v.finish())
 }
 
 /// Like [`verify_chain`] for an excerpt (a filtered export): each row's hash and
@@ -311,23 +313,89 @@ pub fn verify_excerpt<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
     allowed: Option<&AllowedSigners>,
 ) -> Result<ChainReport, ChainBreak> {
-    verify(entries, allowed, false)
+    let mut v = ChainVerifier::excerpt(allowed);
+    entries.into_iter().try_for_each(|e| v.check(e))?;
+    Ok(v.finish())
 }
 
-fn verify<'a>(
-    entries: impl IntoIterator<Item = &'a AuditEntry>,
-    allowed: Option<&AllowedSigners>,
+/// Verifies a chain one row at a time, keeping only what the next row needs (the
+/// previous `seq` and hash, and the fingerprints of the keys seen so far), so a chain of
+/// any length is checked in constant memory as it is read.
+///
+/// Rows are checked in the order given; the first that fails is the break. After a
+/// break the verifier is spent: [`ChainVerifier::report`] is then what verified before
+/// that row.
+#[derive(Debug)]
+pub struct ChainVerifier<'a> {
+    allowed: Option<&'a AllowedSigners>,
+    /// The whole chain, from seq 1, rather than an excerpt.
     complete: bool,
-) -> Result<ChainReport, ChainBreak> {
-    let mut report = ChainReport {
-        head_hash: GENESIS_HASH.to_owned(),
-        ..ChainReport::default()
-    };
-    let mut last_seq = 0u32;
-    for (i, e) in entries.into_iter().enumerate() {
-        let row = i + 1;
-        let expected = last_seq.saturating_add(1);
-        let in_order = if complete {
+    /// Rows that passed every check.
+    report: ChainReport,
+    /// Rows whose sequence, link and hash were checked (they may be ahead of `report`
+    /// while their signatures are checked elsewhere, see [`ChainVerifier::link`]).
+    linked_rows: usize,
+    linked_seq: u32,
+    linked_hash: String,
+    /// Fingerprints of the public keys met so far (a chain is signed by a handful of
+    /// keys, one per rotation); bounded, so a hostile file cannot grow it.
+    fingerprints: std::collections::HashMap<String, String>,
+}
+
+/// Distinct signing keys whose fingerprints are remembered.
+const FINGERPRINT_CACHE: usize = 64;
+
+impl<'a> ChainVerifier<'a> {
+    /// For a complete chain ([`verify_chain`]).
+    pub fn chain(allowed: Option<&'a AllowedSigners>) -> Self {
+        Self::new(allowed, true)
+    }
+
+    /// For an excerpt ([`verify_excerpt`]).
+    pub fn excerpt(allowed: Option<&'a AllowedSigners>) -> Self {
+        Self::new(allowed, false)
+    }
+
+    fn new(allowed: Option<&'a AllowedSigners>, complete: bool) -> Self {
+        Self {
+            allowed,
+            complete,
+            report: ChainReport {
+                head_hash: GENESIS_HASH.to_owned(),
+                ..ChainReport::default()
+            },
+            linked_rows: 0,
+            linked_seq: 0,
+            linked_hash: GENESIS_HASH.to_owned(),
+            fingerprints: std::collections::HashMap::new(),
+        }
+    }
+
+    /// What has verified so far.
+    pub fn report(&self) -> &ChainReport {
+        &self.report
+    }
+
+    pub fn finish(self) -> ChainReport {
+        self.report
+    }
+
+    /// Checks the next row: sequence, link, entry hash, signature, allowed signer.
+    pub fn check(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
+        let row = self.link(e)?;
+        check_signature(row, e)?;
+        self.accept(row, e)
+    }
+
+    /// The first checks of a row, in chain order: `seq` follows, `prev_hash` links to the
+    /// previous row, `entry_hash` is right. They need nothing from the signatures, so a
+    /// caller may run ahead of [`check_signature`] and [`ChainVerifier::accept`] (which
+    /// must then follow in the same row order). Returns the row's 1-based number.
+    pub(crate) fn link(&mut self, e: &AuditEntry) -> Result<usize, ChainBreak> {
+        self.linked_rows += 1;
+        let row = self.linked_rows;
+        let expected = self.linked_seq.saturating_add(1);
+        let in_order = if self.complete {
             e.seq == expected
         } else {
             e.seq >= expected
@@ -339,27 +407,27 @@ fn verify<'a>(
                 found: e.seq,
             });
         }
-        let linked = e.seq == expected && (complete || row > 1);
-        if linked && e.prev_hash != report.head_hash {
+        let linked = e.seq == expected && (self.complete || row > 1);
+        if linked && e.prev_hash != self.linked_hash {
             return Err(ChainBreak::Link { row, seq: e.seq });
         }
-        last_seq = e.seq;
+        self.linked_seq = e.seq;
         if entry_hash(&e.prev_hash, &e.payload) != e.entry_hash {
             return Err(ChainBreak::Edited { row, seq: e.seq });
         }
+        self.linked_hash.clone_from(&e.entry_hash);
+        Ok(row)
+    }
+
+    /// The last checks of a row whose signature verified: who may sign, and that a
+    /// decision is signed at all. The row then counts as verified.
+    pub(crate) fn accept(&mut self, row: usize, e: &AuditEntry) -> Result<(), ChainBreak> {
         match (&e.signature, &e.public_key) {
-            (Some(sig), Some(public)) => {
-                signer::verify(public, e.payload.as_bytes(), sig).map_err(|err| {
-                    ChainBreak::Signature {
-                        row,
-                        seq: e.seq,
-                        detail: err.to_string(),
-                    }
-                })?;
-                if let Some(allowed) = allowed {
+            (Some(_), Some(public)) => {
+                if let (Some(allowed), EntryKind::Decision) = (self.allowed, e.kind) {
                     let principal = approver_of(&e.payload).unwrap_or_default();
-                    let fingerprint = signer::fingerprint_of(public).unwrap_or_default();
-                    if e.kind == EntryKind::Decision && !allowed.allows(&principal, &fingerprint) {
+                    let fingerprint = self.fingerprint(public);
+                    if !allowed.allows(&principal, &fingerprint) {
                         return Err(ChainBreak::UnknownSigner {
                             row,
                             seq: e.seq,
@@ -368,17 +436,147 @@ fn verify<'a>(
                         });
                     }
                 }
-                report.signatures += 1;
+                self.report.signatures += 1;
             }
             _ if e.kind == EntryKind::Decision => {
                 return Err(ChainBreak::Unsigned { row, seq: e.seq })
             }
             _ => {}
         }
-        report.head_hash = e.entry_hash.clone();
-        report.entries += 1;
+        self.report.head_hash.clone_from(&e.entry_hash);
+        self.report.entries += 1;
+        Ok(())
     }
-    Ok(report)
+
+    fn fingerprint(&mut self, public: &str) -> String {
+        if let Some(f) = self.fingerprints.get(public) {
+            return f.clone();
+        }
+        let f = signer::fingerprint_of(public).unwrap_or_default();
+        if self.fingerprints.len() < FINGERPRINT_CACHE {
+            self.fingerprints.insert(public.to_owned(), f.clone());
+        }
+        f
+    }
+}
+
+/// Rows read ahead of the signature checks: they are linked as they are read, then
+/// their signatures checked on a few threads. Bounds the memory a verification holds.
+const BATCH: usize = 1024;
+
+/// Verifies entries as `rows` yields them, until the first break or the end, with
+/// memory bounded by [`BATCH`] whatever the chain's length. `seen` is given every row
+/// read, verified or not (to count or summarise the chain while it streams by).
+///
+/// The reported break is the earliest row that fails, with its checks in the order
+/// [`ChainVerifier::check`] makes them. After a break the rest of `rows` is still
+/// read (for `seen`, without checks): the outer error is the first row that could not
+/// be read at all, which wins over a break wherever it is, as it does when the whole
+/// chain is read before it is verified.
+pub fn verify_rows<E>(
+    verifier: &mut ChainVerifier<'_>,
+    rows: impl IntoIterator<Item = Result<AuditEntry, E>>,
+    mut seen: impl FnMut(&AuditEntry),
+) -> Result<Result<(), ChainBreak>, E> {
+    let mut rows = rows.into_iter();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(4);
+    let mut batch: Vec<(usize, AuditEntry)> = Vec::with_capacity(BATCH);
+    let mut broken = None;
+    let mut ended = false;
+    while broken.is_none() && !ended {
+        batch.clear();
+        let mut link_break = None;
+        while batch.len() < BATCH {
+            let Some(entry) = rows.next() else {
+                ended = true;
+                break;
+            };
+            let entry = entry?;
+            seen(&entry);
+            match verifier.link(&entry) {
+                Ok(row) => batch.push((row, entry)),
+                Err(b) => {
+                    link_break = Some(b);
+                    break;
+                }
+            }
+        }
+        // Every row of the batch comes before the link break (if any), so a bad
+        // signature or signer among them is the earlier break.
+        let bad_signature = first_bad_signature(&batch, threads);
+        for (i, (row, entry)) in batch.iter().enumerate() {
+            if let Some((bad, b)) = &bad_signature {
+                if *bad == i {
+                    broken = Some(b.clone());
+                    break;
+                }
+            }
+            if let Err(b) = verifier.accept(*row, entry) {
+                broken = Some(b);
+                break;
+            }
+        }
+        if broken.is_none() {
+            broken = link_break;
+        }
+    }
+    if broken.is_some() {
+        for entry in rows {
+            seen(&entry?);
+        }
+    }
+    Ok(broken.map_or(Ok(()), Err))
+}
+
+/// The first row of `batch` whose signature fails (its index and the break), checked
+/// on up to `threads` threads, each taking a contiguous share.
+fn first_bad_signature(
+    batch: &[(usize, AuditEntry)],
+    threads: usize,
+) -> Option<(usize, ChainBreak)> {
+    let first_in = |offset: usize, share: &[(usize, AuditEntry)]| {
+        share
+            .iter()
+            .enumerate()
+            .find_map(|(i, (row, e))| check_signature(*row, e).err().map(|b| (offset + i, b)))
+    };
+    let signed = batch.iter().filter(|(_, e)| e.signature.is_some()).count();
+    // Threads pay off only for a share of signatures each.
+    if threads < 2 || signed < 64 {
+        return first_in(0, batch);
+    }
+    let share = batch.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(share)
+            .enumerate()
+            .map(|(n, chunk)| scope.spawn(move || first_in(n * share, chunk)))
+            .collect();
+        // Shares are in row order: the first share with a failure has the earliest.
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flatten()
+            .next()
+    })
+}
+
+/// A row's signature, when it has one, over its payload with its public key.
+pub(crate) fn check_signature(row: usize, e: &AuditEntry) -> Result<(), ChainBreak> {
+    match (&e.signature, &e.public_key) {
+        (Some(sig), Some(public)) => {
+            signer::verify(public, e.payload.as_bytes(), sig).map_err(|err| ChainBreak::Signature {
+                row,
+                seq: e.seq,
+                detail: err.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn approver_of(payload: &str) -> Option<String> {

@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use crate::audit::{AuditEntry, EntryKind};
+use crate::audit::{
+    self, AllowedSigners, AuditEntry, ChainBreak, ChainReport, ChainVerifier, EntryKind,
+};
 
 pub const COLUMNS: [&str; 10] = [
     "seq",
@@ -49,13 +51,31 @@ fn restore(cell: &str) -> &str {
     }
 }
 
+/// Writes `entries` as one audit CSV (header included).
 pub fn write_csv<W: Write>(entries: &[AuditEntry], out: W) -> Result<(), CsvError> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(out);
-    let err = |e: csv::Error| CsvError::Write(e.to_string());
-    w.write_record(COLUMNS).map_err(err)?;
-    for e in entries {
+    let mut w = CsvWriter::new(out)?;
+    entries.iter().try_for_each(|e| w.write(e))?;
+    w.finish().map(drop)
+}
+
+/// Writes an audit CSV one entry at a time, so an export of any length holds only the
+/// row being written (the caller reads the rows as it goes).
+pub struct CsvWriter<W: Write> {
+    w: csv::Writer<W>,
+    rows: u64,
+}
+
+impl<W: Write> CsvWriter<W> {
+    /// Starts the CSV: writes the header row.
+    pub fn new(out: W) -> Result<Self, CsvError> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(out);
+        w.write_record(COLUMNS).map_err(write_err)?;
+        Ok(Self { w, rows: 0 })
+    }
+
+    pub fn write(&mut self, e: &AuditEntry) -> Result<(), CsvError> {
         let seq = e.seq.to_string();
         let at = crate::snapshot::format_millis(&e.at);
         let cells = [
@@ -70,38 +90,80 @@ pub fn write_csv<W: Write>(entries: &[AuditEntry], out: W) -> Result<(), CsvErro
             &e.prev_hash,
             &e.entry_hash,
         ];
-        w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))
-            .map_err(err)?;
+        for cell in cells {
+            self.w
+                .write_field(neutralise(cell).as_bytes())
+                .map_err(write_err)?;
+        }
+        self.w
+            .write_record(std::iter::empty::<&[u8]>())
+            .map_err(write_err)?;
+        self.rows += 1;
+        Ok(())
     }
-    w.flush().map_err(|e| CsvError::Write(e.to_string()))
+
+    /// Rows written so far, the header not counted.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Flushes everything and hands the output back.
+    pub fn finish(self) -> Result<W, CsvError> {
+        self.w
+            .into_inner()
+            .map_err(|e| CsvError::Write(e.error().to_string()))
+    }
+}
+
+fn write_err(e: csv::Error) -> CsvError {
+    CsvError::Write(e.to_string())
 }
 
 /// Reads an audit CSV back into entries (rows numbered from 1, the header not counted).
 pub fn read_csv<R: Read>(input: R) -> Result<Vec<AuditEntry>, CsvError> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(input);
-    let headers = r
-        .headers()
-        .map_err(|e| CsvError::Header(e.to_string()))?
-        .clone();
-    if headers.iter().collect::<Vec<_>>() != COLUMNS {
-        return Err(CsvError::Header(format!(
-            "expected columns {}",
-            COLUMNS.join(",")
-        )));
+    CsvReader::new(input)?.collect()
+}
+
+/// Reads an audit CSV one row at a time (rows numbered from 1, the header not counted):
+/// an iterator of entries, or of the error that makes a row unreadable.
+pub struct CsvReader<R: Read> {
+    r: csv::Reader<R>,
+    record: csv::StringRecord,
+    row: usize,
+    done: bool,
+}
+
+impl<R: Read> CsvReader<R> {
+    /// Reads and checks the header row.
+    pub fn new(input: R) -> Result<Self, CsvError> {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(input);
+        let headers = r.headers().map_err(|e| CsvError::Header(e.to_string()))?;
+        if !headers.iter().eq(COLUMNS) {
+            return Err(CsvError::Header(format!(
+                "expected columns {}",
+                COLUMNS.join(",")
+            )));
+        }
+        Ok(Self {
+            r,
+            record: csv::StringRecord::new(),
+            row: 0,
+            done: false,
+        })
     }
-    let mut out = Vec::new();
-    for (i, record) in r.records().enumerate() {
-        let row = i + 1;
+
+    fn entry(&self) -> Result<AuditEntry, CsvError> {
+        let row = self.row;
         let bad = |detail: String| CsvError::Row { row, detail };
-        let record = record.map_err(|e| bad(e.to_string()))?;
+        let record = &self.record;
         let cell = |n: usize| restore(record.get(n).unwrap_or(""));
         let opt = |n: usize| Some(cell(n)).filter(|c| !c.is_empty()).map(str::to_owned);
         let at = DateTime::parse_from_rfc3339(cell(1))
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| bad(format!("at: {e}")))?;
-        out.push(AuditEntry {
+        Ok(AuditEntry {
             seq: cell(0).parse().map_err(|e| bad(format!("seq: {e}")))?,
             at,
             kind: EntryKind::parse(cell(2)).ok_or_else(|| bad(format!("kind `{}`", cell(2))))?,
@@ -112,9 +174,49 @@ pub fn read_csv<R: Read>(input: R) -> Result<Vec<AuditEntry>, CsvError> {
             key_fingerprint: opt(7),
             prev_hash: cell(8).to_owned(),
             entry_hash: cell(9).to_owned(),
-        });
+        })
     }
-    Ok(out)
+}
+
+impl<R: Read> Iterator for CsvReader<R> {
+    type Item = Result<AuditEntry, CsvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.row += 1;
+        match self.r.read_record(&mut self.record) {
+            Ok(true) => Some(self.entry()),
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(e) => Some(Err(CsvError::Row {
+                row: self.row,
+                detail: e.to_string(),
+            })),
+        }
+    }
+}
+
+/// Verifies an audit CSV as it is read, in constant memory: a complete chain, or with
+/// `excerpt` a filtered export ([`audit::verify_excerpt`]). The outer error is a file
+/// that cannot be read as an audit CSV — it wins over a chain break, wherever the two
+/// are, as when the whole file was read before verifying; the inner one is the first
+/// row that breaks the chain.
+pub fn verify_csv<R: Read>(
+    input: R,
+    allowed: Option<&AllowedSigners>,
+    excerpt: bool,
+) -> Result<Result<ChainReport, ChainBreak>, CsvError> {
+    let mut verifier = if excerpt {
+        ChainVerifier::excerpt(allowed)
+    } else {
+        ChainVerifier::chain(allowed)
+    };
+    let rows = CsvReader::new(input)?;
+    Ok(audit::verify_rows(&mut verifier, rows, |_| {})?.map(|()| verifier.finish()))
 }
 
 #[cfg(test)]

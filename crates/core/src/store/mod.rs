@@ -4,9 +4,11 @@
 //! async tasks call straight in. Every method that records something a person did
 //! writes it together with its timeline event in one transaction.
 
+mod audit_rows;
 mod history;
 mod schema;
 
+pub use audit_rows::AuditRows;
 pub use history::{HistoryCursor, HistoryPage, HistoryQuery, SnapshotVersion};
 
 use std::path::{Path, PathBuf};
@@ -1036,49 +1038,10 @@ impl Store {
         })
     }
 
-    /// Audit entries in chain order, optionally within a time range and for one backend.
+    /// Audit entries in chain order, optionally within a time range and for one backend,
+    /// all in memory (a long chain is better read as a stream: [`Store::audit_rows`]).
     pub fn audit_entries(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT e.seq, e.at, e.kind, b.name || '/' || a.external_id, e.payload, e.signature,
-                        e.public_key, e.key_fingerprint, e.prev_hash, e.entry_hash
-                 FROM audit_entries e
-                 LEFT JOIN actions a ON a.id = e.action_id
-                 LEFT JOIN backends b ON b.id = a.backend_id
-                 WHERE (?1 IS NULL OR e.at >= ?1) AND (?2 IS NULL OR e.at < ?2)
-                   AND (?3 IS NULL OR b.name = ?3)
-                 ORDER BY e.seq",
-            )
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query(params![
-                query.from.as_ref().map(format_millis),
-                query.to.as_ref().map(format_millis),
-                query.backend
-            ])
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let kind: String = r.get(2).map_err(|e| self.err(e))?;
-            out.push(AuditEntry {
-                seq: r.get(0).map_err(|e| self.err(e))?,
-                at: self.time(r, 1, "audit_entries.at")?,
-                kind: EntryKind::parse(&kind).ok_or_else(|| StoreError::Decode {
-                    path: self.path.clone(),
-                    column: "audit_entries.kind",
-                    detail: format!("unknown kind `{kind}`"),
-                })?,
-                action: r.get(3).map_err(|e| self.err(e))?,
-                payload: r.get(4).map_err(|e| self.err(e))?,
-                signature: r.get(5).map_err(|e| self.err(e))?,
-                public_key: r.get(6).map_err(|e| self.err(e))?,
-                key_fingerprint: r.get(7).map_err(|e| self.err(e))?,
-                prev_hash: r.get(8).map_err(|e| self.err(e))?,
-                entry_hash: r.get(9).map_err(|e| self.err(e))?,
-            });
-        }
-        Ok(out)
+        self.audit_rows(query).collect()
     }
 
     fn decision_from_row(&self, r: &Row<'_>) -> Result<(i64, Decision), StoreError> {
