@@ -57,6 +57,8 @@ enum Reply {
     Flood { bytes: usize, declare_length: bool },
     /// An event stream: these raw chunks, then close (`hang: false`) or go silent.
     Stream { chunks: Vec<Vec<u8>>, hang: bool },
+    /// This answer, after holding the request for a while (a slow backend).
+    Later(Duration, Box<Reply>),
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -164,7 +166,12 @@ async fn serve(
         body,
     };
     let _ = tx.send(seen.clone());
-    match handler(&seen) {
+    let mut reply = handler(&seen);
+    while let Reply::Later(wait, then) = reply {
+        tokio::time::sleep(wait).await;
+        reply = *then;
+    }
+    match reply {
         Reply::Full {
             status,
             headers,
@@ -188,6 +195,7 @@ async fn serve(
             bytes,
             declare_length,
         } => flood(&mut sock, bytes, declare_length, &written).await,
+        Reply::Later(..) => unreachable!("unwrapped above"),
         Reply::Stream { chunks, hang } => {
             let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
             if sock.write_all(head.as_bytes()).await.is_err() {
@@ -879,7 +887,9 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
 
 /// A decision whose delivery is answered 429 with `Retry-After: 3` is retried by the
 /// outbox no sooner than that (server's clock), under the same idempotency key, and then
-/// recorded as delivered.
+/// recorded as delivered. The sync loop (whose outbox pass runs every second) is running
+/// while the decision is made and the backend holds that first POST for 2.5 s: the
+/// outbox must not send the decision again while its own attempt is still under way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -895,11 +905,15 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
         }
         if seen.method == "POST" {
             return if p.fetch_add(1, Ordering::SeqCst) == 0 {
-                Reply::Full {
-                    status: 429,
-                    headers: vec![("retry-after", "3".into())],
-                    body: br#"{"error":{"code":"rate_limited","message":"slow down"}}"#.to_vec(),
-                }
+                Reply::Later(
+                    Duration::from_millis(2500),
+                    Box::new(Reply::Full {
+                        status: 429,
+                        headers: vec![("retry-after", "3".into())],
+                        body: br#"{"error":{"code":"rate_limited","message":"slow down"}}"#
+                            .to_vec(),
+                    }),
+                )
             } else {
                 let body = serde_json::json!({ "action": &*a });
                 full(200, body.to_string().as_bytes())
@@ -923,11 +937,17 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
     let store = engine.store().clone();
     let mut changes = engine.changes();
     let key = ActionKey::new("slow", "d1");
-    // One pass brings the action in. The sync loop (which also delivers the outbox)
-    // starts only after the decision's own first attempt has met the 429, so the retry
-    // under test is the outbox's, not a second attempt racing the first.
-    let reports = engine.sync_once(Utc::now()).await;
-    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    let (trigger, listener) = shutdown::channel();
+    let tasks = engine.spawn_sync(&listener);
+    let s = store.clone();
+    let k = key.clone();
+    until(
+        &mut changes,
+        Duration::from_secs(15),
+        "the action",
+        move || matches!(s.action(&k), Ok(Some(_))),
+    )
+    .await;
     let hash = engine.detail(&key).unwrap().action.snapshot_hash;
     let report = engine
         .decide(
@@ -944,8 +964,6 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
         .unwrap();
     let queued = report.queued_because.expect("queued after the 429");
     assert!(queued.contains("retry in 3 s"), "{queued}");
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
 
     let mut decisions = Vec::new();
     while decisions.len() < 2 {
@@ -986,5 +1004,6 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
     for t in tasks {
         t.await.unwrap();
     }
+    assert_eq!(posts.load(Ordering::SeqCst), 2, "one attempt, one retry");
     assert_store_intact(&engine);
 }

@@ -269,7 +269,9 @@ pub async fn decide(
             format!("Signed with {}", signer.fingerprint()),
         ),
     ];
-    let id = store.record_decision(&decision, &events, now)?;
+    // The claim keeps the sync task's outbox pass off this decision until its own first
+    // attempt below has finished.
+    let claim = store.record_decision(&decision, &events, now)?;
     failpoint("after-commit");
     let _ = changes.send(Change::Decision {
         key: key.clone(),
@@ -279,11 +281,12 @@ pub async fn decide(
 
     // 5. Deliver now; on failure the outbox keeps it for the sync task.
     let queued = QueuedDecision {
-        id,
+        id: claim.decision_id(),
         attempts: 0,
         decision,
     };
     let (state, queued_because) = deliver(store, backend, changes, &queued, now).await?;
+    drop(claim);
     let mut decision = queued.decision;
     decision.delivery = state;
     Ok(DecisionReport {
@@ -310,6 +313,16 @@ pub async fn deliver_due(
         }
     };
     for queued in due {
+        // Skip what another task is sending right now, or what an attempt since the
+        // listing above rescheduled (a Retry-After must not be answered early).
+        let _claim = match store.claim_delivery(queued.id, now) {
+            Ok(Some(claim)) => claim,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(backend = backend_name, "cannot claim a delivery: {e}");
+                continue;
+            }
+        };
         if let Err(e) = deliver(store, backend, changes, &queued, now).await {
             tracing::warn!(backend = backend_name, "cannot record a delivery: {e}");
         }
@@ -330,8 +343,12 @@ async fn deliver(
     let delivery = DecisionDelivery {
         decision: decision.clone(),
     };
+    let sent = std::time::Instant::now();
     let answer = backend.decide(&delivery).await;
     failpoint("delivered-unrecorded");
+    // `now` is when the attempt began; a slow backend may answer seconds later, and a
+    // Retry-After counts from its answer, so what follows is dated from then.
+    let now = now + chrono::Duration::from_std(sent.elapsed()).unwrap_or_default();
     let (state, text) = match answer {
         Ok(DeliveryOutcome::Delivered { action }) => {
             if let Some(remote) = action {

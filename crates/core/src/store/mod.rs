@@ -11,6 +11,7 @@ mod schema;
 pub use audit_rows::AuditRows;
 pub use history::{HistoryCursor, HistoryPage, HistoryQuery, SnapshotVersion};
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -66,6 +67,33 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Outbox entries a task of this process is delivering right now (see
+    /// [`DeliveryClaim`]). Lock order: `conn`, then `in_flight`.
+    in_flight: Mutex<HashSet<i64>>,
+}
+
+/// The right to deliver one queued decision: while it is held, no other task of this
+/// process sends that decision. A decision's own first attempt and the sync task's
+/// outbox pass would otherwise POST it at the same moment; the idempotency key keeps it
+/// applied once, but a second request could land inside a backend's Retry-After.
+/// Released on drop. (Two processes on one data dir can still both send it; the
+/// idempotency key covers that.)
+#[must_use = "the claim is released when dropped"]
+pub struct DeliveryClaim<'a> {
+    store: &'a Store,
+    decision_id: i64,
+}
+
+impl DeliveryClaim<'_> {
+    pub fn decision_id(&self) -> i64 {
+        self.decision_id
+    }
+}
+
+impl Drop for DeliveryClaim<'_> {
+    fn drop(&mut self) {
+        self.store.in_flight().remove(&self.decision_id);
+    }
 }
 
 /// What storing an action from a backend changed.
@@ -219,6 +247,7 @@ impl Store {
         Ok(Self {
             path,
             conn: Mutex::new(conn),
+            in_flight: Mutex::new(HashSet::new()),
         })
     }
 
@@ -230,6 +259,11 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back on drop), so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<i64>> {
+        // Held only to insert or remove one id: a poisoned set is still consistent.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -787,21 +821,39 @@ impl Store {
     // ---- decisions and the outbox -----------------------------------------------------
 
     /// Records a decision, queues it for delivery and notes it on the timeline, atomically.
-    /// Returns the decision's row id.
+    /// Returns the claim to deliver it, taken before any other task can see the queued
+    /// entry (the connection stays locked until the claim exists).
     pub fn record_decision(
         &self,
         decision: &Decision,
         events: &[TimelineEvent],
         now: DateTime<Utc>,
+    ) -> Result<DeliveryClaim<'_>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let id = self.insert_decision(&tx, decision, events, now)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.in_flight().insert(id);
+        Ok(DeliveryClaim {
+            store: self,
+            decision_id: id,
+        })
+    }
+
+    fn insert_decision(
+        &self,
+        tx: &Transaction<'_>,
+        decision: &Decision,
+        events: &[TimelineEvent],
+        now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        self.write(|tx| {
-            let action_id = self.action_id(tx, &decision.action)?;
-            let payload = audit::decision_payload(decision);
-            let answer = decision
-                .answer
-                .as_ref()
-                .map(|a| serde_json::to_string(a).unwrap_or_default());
-            tx.execute(
+        let action_id = self.action_id(tx, &decision.action)?;
+        let payload = audit::decision_payload(decision);
+        let answer = decision
+            .answer
+            .as_ref()
+            .map(|a| serde_json::to_string(a).unwrap_or_default());
+        tx.execute(
                 "INSERT INTO decisions (action_id, verdict, reason, decided_at, approver, snapshot_hash,
                     idempotency_key, key_fingerprint, signature, public_key, payload, answer_json,
                     delivery_state)
@@ -822,30 +874,55 @@ impl Store {
                 ],
             )
             .map_err(|e| self.err(e))?;
-            let id = tx.last_insert_rowid();
-            self.append_audit(
-                tx,
-                &NewEntry {
-                    at: decision.decided_at,
-                    kind: EntryKind::Decision,
-                    action_id: Some(action_id),
-                    decision_id: Some(id),
-                    payload: &payload,
-                    signature: decision.signature.as_deref(),
-                    public_key: decision.public_key.as_deref(),
-                    key_fingerprint: decision.key_fingerprint.as_deref(),
-                },
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (decision_id, next_attempt_at) VALUES (?1, ?2)",
-                params![id, format_millis(&now)],
+        let id = tx.last_insert_rowid();
+        self.append_audit(
+            tx,
+            &NewEntry {
+                at: decision.decided_at,
+                kind: EntryKind::Decision,
+                action_id: Some(action_id),
+                decision_id: Some(id),
+                payload: &payload,
+                signature: decision.signature.as_deref(),
+                public_key: decision.public_key.as_deref(),
+                key_fingerprint: decision.key_fingerprint.as_deref(),
+            },
+        )?;
+        tx.execute(
+            "INSERT INTO outbox (decision_id, next_attempt_at) VALUES (?1, ?2)",
+            params![id, format_millis(&now)],
+        )
+        .map_err(|e| self.err(e))?;
+        for event in events {
+            self.insert_event(tx, action_id, event)?;
+        }
+        Ok(id)
+    }
+
+    /// Claims a queued decision for delivery if it is still due at `now` and no other
+    /// task of this process is delivering it; `None` otherwise. Checked under the
+    /// connection lock, so an attempt that just recorded a retry (and pushed
+    /// `next_attempt_at` past `now`) is seen before a stale outbox listing acts on it.
+    pub fn claim_delivery(
+        &self,
+        decision_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryClaim<'_>>, StoreError> {
+        let conn = self.conn();
+        let due: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE decision_id = ?1 AND next_attempt_at <= ?2)",
+                params![decision_id, format_millis(&now)],
+                |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
-            for event in events {
-                self.insert_event(tx, action_id, event)?;
-            }
-            Ok(id)
-        })
+        if !due || !self.in_flight().insert(decision_id) {
+            return Ok(None);
+        }
+        Ok(Some(DeliveryClaim {
+            store: self,
+            decision_id,
+        }))
     }
 
     /// Decisions on one action, oldest first.

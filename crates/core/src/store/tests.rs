@@ -272,20 +272,40 @@ fn a_decision_is_queued_with_its_event_and_delivered_once() {
     let key = r.action.key.clone();
     let d = decision(&key, "k1", &r.action.snapshot_hash);
     let decided = TimelineEvent::local(t(10), TimelineKind::Decided, None, "approved");
-    let id = store
+    let claim = store
         .record_decision(&d, std::slice::from_ref(&decided), t(10))
         .unwrap();
+    let id = claim.decision_id();
 
     assert_eq!(store.due_deliveries(None, t(9)).unwrap().len(), 0);
     let due = store.due_deliveries(Some("prod"), t(10)).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].decision, d);
+    assert!(
+        store.claim_delivery(id, t(10)).unwrap().is_none(),
+        "the decision's own attempt holds it: the outbox pass must not send it too"
+    );
 
     store
         .record_delivery_retry(id, "unreachable", t(20))
         .unwrap();
+    drop(claim);
     assert!(store.due_deliveries(None, t(15)).unwrap().is_empty());
+    assert!(
+        store.claim_delivery(id, t(15)).unwrap().is_none(),
+        "a listing taken before the retry was recorded must not send it early"
+    );
     assert_eq!(store.due_deliveries(None, t(20)).unwrap()[0].attempts, 1);
+    let claim = store.claim_delivery(id, t(20)).unwrap().expect("due again");
+    assert!(
+        store.claim_delivery(id, t(20)).unwrap().is_none(),
+        "claimed once"
+    );
+    drop(claim);
+    assert!(
+        store.claim_delivery(id, t(20)).unwrap().is_some(),
+        "released on drop"
+    );
 
     let delivered = TimelineEvent::local(t(21), TimelineKind::Delivered, None, "delivered");
     assert!(store
@@ -353,7 +373,7 @@ fn a_form_and_a_choice_round_trip_with_the_snapshot_and_the_decision() {
         options: vec!["us".into()],
         params: [("replicas".to_owned(), serde_json::json!(3))].into(),
     });
-    store.record_decision(&d, &[], t(10)).unwrap();
+    drop(store.record_decision(&d, &[], t(10)).unwrap());
     assert_eq!(store.decisions(&key).unwrap(), [d.clone()]);
     assert_eq!(store.due_deliveries(None, t(10)).unwrap()[0].decision, d);
 }
@@ -472,7 +492,7 @@ fn history_search_finds_words_in_details_timeline_and_reasons_as_prefixes() {
         .unwrap();
     let mut d = decision(&b.action.key, "k-h2", &b.action.snapshot_hash);
     d.reason = "Incident INC-4471 needs it".into();
-    store.record_decision(&d, &[], t(10)).unwrap();
+    drop(store.record_decision(&d, &[], t(10)).unwrap());
 
     assert_eq!(history_ids(&store, &text("registry")), ["h1"]);
     assert_eq!(history_ids(&store, &text("canar")), ["h1"], "prefix");
@@ -527,7 +547,7 @@ fn history_filters_combine_and_pages_never_repeat_or_skip() {
     store.apply_remote("stage", &[staged], t(0)).unwrap();
     let key = prod[7].action.key.clone();
     let d = decision(&key, "k-p7", &prod[7].action.snapshot_hash);
-    store.record_decision(&d, &[], t(10)).unwrap();
+    drop(store.record_decision(&d, &[], t(10)).unwrap());
 
     // Pages of 100, newest first, then by row: 251 rows, no repeats, none skipped.
     let mut seen = Vec::new();
