@@ -663,6 +663,109 @@ mod tests {
         assert_eq!(verify_excerpt(&reordered, None).unwrap_err().row(), 2);
     }
 
+    /// The streamed verification of `entries` (in batches, signatures on threads): the
+    /// result and what verified before a break.
+    fn streamed(entries: &[AuditEntry]) -> (Result<ChainReport, ChainBreak>, ChainReport) {
+        let mut v = ChainVerifier::chain(None);
+        let mut seen = 0;
+        let result = verify_rows(&mut v, entries.iter().cloned().map(Ok::<_, ()>), |_| {
+            seen += 1
+        })
+        .unwrap();
+        assert_eq!(seen, entries.len(), "every row is seen, even after a break");
+        let report = v.finish();
+        (result.map(|()| report.clone()), report)
+    }
+
+    #[test]
+    fn a_streamed_chain_reports_the_earliest_break_across_batches_and_threads() {
+        let n = u32::try_from(BATCH * 2 + 200).unwrap();
+        let c = chain(n);
+        let (intact, _) = streamed(&c);
+        assert_eq!(intact, verify_chain(&c, None));
+        assert_eq!(intact.unwrap().entries, n);
+
+        // A valid signature, but of another row's payload.
+        let forge = |c: &mut Vec<AuditEntry>, row: usize| {
+            c[row - 1].signature = c[row].signature.clone();
+        };
+        let remove = |c: &mut Vec<AuditEntry>, row: usize| {
+            c.remove(row - 1);
+        };
+        let edit = |c: &mut Vec<AuditEntry>, row: usize| {
+            c[row - 1].payload.push(' ');
+        };
+        type Tampers = Vec<(fn(&mut Vec<AuditEntry>, usize), usize)>;
+        let cases: Vec<(&str, Tampers, usize, &str)> = vec![
+            // Both in the second batch, in the second thread's share and in the first.
+            (
+                "two bad signatures",
+                vec![(forge, 1900), (forge, 1100)],
+                1100,
+                "signature",
+            ),
+            (
+                "signature before a removed row",
+                vec![(forge, 1200), (remove, 1300)],
+                1200,
+                "signature",
+            ),
+            (
+                "removed row before a signature",
+                vec![(forge, 1400), (remove, 1300)],
+                1300,
+                "sequence",
+            ),
+            (
+                "edit in the first batch, signature in the second",
+                vec![(forge, 1500), (edit, 7)],
+                7,
+                "edited",
+            ),
+            (
+                "signature at a batch's last row",
+                vec![(forge, BATCH)],
+                BATCH,
+                "signature",
+            ),
+            (
+                "the last row",
+                vec![(edit, n as usize)],
+                n as usize,
+                "edited",
+            ),
+        ];
+        for (what, tampers, row, code) in cases {
+            let mut t = c.clone();
+            for (tamper, at) in tampers {
+                tamper(&mut t, at);
+            }
+            let (result, before) = streamed(&t);
+            assert_eq!(result, verify_chain(&t, None), "{what}");
+            let broken = result.unwrap_err();
+            assert_eq!((broken.row(), broken.code()), (row, code), "{what}");
+            assert_eq!(
+                before.entries as usize,
+                row - 1,
+                "{what}: verified before it"
+            );
+            assert_eq!(before.head_hash, t[row - 2].entry_hash, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_read_error_after_a_break_is_what_a_streamed_verification_reports() {
+        let mut c = chain(3);
+        c[0].payload.push(' ');
+        let rows = c
+            .iter()
+            .cloned()
+            .map(Ok)
+            .chain(std::iter::once(Err("row 4 unreadable")));
+        let mut v = ChainVerifier::chain(None);
+        assert_eq!(verify_rows(&mut v, rows, |_| {}), Err("row 4 unreadable"));
+    }
+
     #[test]
     fn allowed_signers_gate_who_may_sign() {
         let c = chain(2);

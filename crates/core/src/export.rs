@@ -268,6 +268,69 @@ mod tests {
     }
 
     #[test]
+    fn a_csv_verifies_as_it_streams_and_an_unreadable_row_wins_over_a_break() {
+        let (signer, _) =
+            crate::signer::Signer::load_or_create(&crate::signer::MemoryKeyStore::default())
+                .unwrap();
+        let mut prev = crate::audit::GENESIS_HASH.to_owned();
+        let chain: Vec<AuditEntry> = (1..=5)
+            .map(|seq| {
+                let payload = format!(r#"{{"n":{seq},"type":"key_rotation"}}"#);
+                let hash = crate::audit::entry_hash(&prev, &payload);
+                let e = AuditEntry {
+                    seq,
+                    kind: EntryKind::KeyRotation,
+                    action: None,
+                    signature: Some(signer.sign(payload.as_bytes()).unwrap()),
+                    public_key: Some(signer.public_key_openssh()),
+                    key_fingerprint: Some(signer.fingerprint()),
+                    payload,
+                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    entry_hash: hash,
+                    ..entry("")
+                };
+                e
+            })
+            .collect();
+        let csv_of = |entries: &[AuditEntry]| {
+            let mut buf = Vec::new();
+            write_csv(entries, &mut buf).unwrap();
+            buf
+        };
+        let whole = csv_of(&chain);
+        let report = verify_csv(whole.as_slice(), None, false).unwrap().unwrap();
+        assert_eq!((report.entries, report.signatures), (5, 5));
+        assert_eq!(report.head_hash, chain[4].entry_hash);
+        let excerpt = csv_of(&[chain[1].clone(), chain[3].clone()]);
+        assert!(verify_csv(excerpt.as_slice(), None, false)
+            .unwrap()
+            .is_err());
+        assert_eq!(
+            verify_csv(excerpt.as_slice(), None, true)
+                .unwrap()
+                .unwrap()
+                .entries,
+            2
+        );
+
+        let mut edited = chain.clone();
+        edited[1].payload.push(' ');
+        let broken = csv_of(&edited);
+        let b = verify_csv(broken.as_slice(), None, false)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!((b.row(), b.code()), (2, "edited"));
+        // The same file with a row no reader can take, after the break: as when the
+        // whole file was read first, the file is refused rather than the row named.
+        let mut unreadable = broken.clone();
+        unreadable.extend_from_slice(b"6,not a time,delivery\r\n");
+        assert!(matches!(
+            verify_csv(unreadable.as_slice(), None, false),
+            Err(CsvError::Row { row: 6, .. })
+        ));
+    }
+
+    #[test]
     fn a_wrong_header_is_refused() {
         assert!(matches!(
             read_csv("a,b\n1,2\n".as_bytes()),
