@@ -532,18 +532,35 @@ impl E2e {
             assert!(Instant::now() < deadline, "no save dialog titled {title:?}");
             std::thread::sleep(POLL);
         };
-        // The dialog's name field has focus with the suggested name selected.
-        run(&["windowfocus", "--sync", &window]);
-        run(&["key", "--window", &window, "ctrl+a"]);
-        run(&[
-            "type",
-            "--window",
-            &window,
-            "--delay",
-            "20",
-            &path.display().to_string(),
-        ]);
-        run(&["key", "--window", &window, "Return"]);
+        // The dialog's name field has focus with the suggested name selected. A dialog
+        // that is mapped but not yet taking input (seen under load in CI) loses what is
+        // typed, as it would a person's first keystrokes: so the answer is given again,
+        // whole (select all, the path, Return), while the dialog is still there.
+        loop {
+            run(&["windowfocus", "--sync", &window]);
+            run(&["key", "--window", &window, "ctrl+a"]);
+            run(&[
+                "type",
+                "--window",
+                &window,
+                "--delay",
+                "20",
+                &path.display().to_string(),
+            ]);
+            run(&["key", "--window", &window, "Return"]);
+            let again = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < again {
+                let still = run(&["search", "--onlyvisible", "--name", title]);
+                if still.stdout.is_empty() {
+                    return;
+                }
+                std::thread::sleep(POLL);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the save dialog {title:?} did not take the answer"
+            );
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
