@@ -15,7 +15,7 @@
  *   inbox re-reads (`changed`). With no config file yet (the embedded demo), the first
  *   save creates it and the demo stops; its actions stay in history.
  * - The theme is this window's choice (localStorage), applied as `data-theme` on <html>;
- *   "system" removes the attribute and follows the desktop.
+ *   "system" sets the desktop's light or dark and follows its changes.
  */
 import type {
   ApiError_Serialize,
@@ -347,11 +347,38 @@ export function storedTheme(): Theme {
   }
 }
 
-/** Sets `data-theme` on <html> ("system": none, the desktop decides). */
+const DARK_QUERY = "(prefers-color-scheme: dark)";
+/** The desktop's preference while "system" is chosen (one listener at most). */
+let followedDesktop: { query: MediaQueryList; listener: () => void } | null = null;
+
+function desktopPrefersDark(): boolean {
+  return typeof window.matchMedia === "function" && window.matchMedia(DARK_QUERY).matches;
+}
+
+/**
+ * Sets `data-theme` on <html> to "light" or "dark", always: "system" is resolved from
+ * the desktop's preference and follows its changes, so the stylesheet needs only one
+ * dark palette.
+ */
 export function applyTheme(theme: Theme): void {
   const root = document.documentElement;
-  if (theme === "system") root.removeAttribute("data-theme");
-  else root.setAttribute("data-theme", theme);
+  if (followedDesktop !== null) {
+    followedDesktop.query.removeEventListener("change", followedDesktop.listener);
+    followedDesktop = null;
+  }
+  if (theme !== "system") {
+    root.setAttribute("data-theme", theme);
+    return;
+  }
+  const resolve = () => {
+    root.setAttribute("data-theme", desktopPrefersDark() ? "dark" : "light");
+  };
+  resolve();
+  if (typeof window.matchMedia === "function") {
+    const query = window.matchMedia(DARK_QUERY);
+    query.addEventListener("change", resolve);
+    followedDesktop = { query, listener: resolve };
+  }
 }
 
 /** The preferences form as it is filled in. */

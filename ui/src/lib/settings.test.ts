@@ -214,11 +214,48 @@ describe("the form's own checks", () => {
     expect(localStorage.getItem(THEME_KEY)).toBe("dark");
     expect(storedTheme()).toBe("dark");
     s.setTheme("system");
-    expect(document.documentElement.hasAttribute("data-theme")).toBe(false);
     expect(storedTheme()).toBe("system");
     applyTheme("light");
     expect(document.documentElement.getAttribute("data-theme")).toBe("light");
-    applyTheme("system");
+  });
+
+  it('"system" sets the desktop\'s light or dark and follows it while chosen', () => {
+    // A desktop whose preference the test switches (jsdom has no matchMedia of its own).
+    let dark = true;
+    const listeners = new Set<() => void>();
+    const query = {
+      get matches() {
+        return dark;
+      },
+      addEventListener: (_: string, l: () => void) => listeners.add(l),
+      removeEventListener: (_: string, l: () => void) => listeners.delete(l),
+    };
+    const original = Object.getOwnPropertyDescriptor(window, "matchMedia");
+    window.matchMedia = (() => query) as unknown as typeof window.matchMedia;
+    try {
+      const root = document.documentElement;
+      applyTheme("system");
+      expect(root.getAttribute("data-theme")).toBe("dark");
+      dark = false;
+      listeners.forEach((l) => {
+        l();
+      });
+      expect(root.getAttribute("data-theme")).toBe("light");
+      applyTheme("dark");
+      expect(listeners.size).toBe(0);
+      dark = false;
+      listeners.forEach((l) => {
+        l();
+      });
+      expect(root.getAttribute("data-theme")).toBe("dark");
+      applyTheme("system");
+      applyTheme("system");
+      expect(listeners.size).toBe(1);
+    } finally {
+      applyTheme("light");
+      if (original) Object.defineProperty(window, "matchMedia", original);
+      else Reflect.deleteProperty(window, "matchMedia");
+    }
   });
 });
 
