@@ -40,6 +40,7 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How often the page is asked whether the marker is there.
 const POLL: Duration = Duration::from_millis(10);
 const READY: &str = r#"[data-testid="app-ready"]"#;
+const LOADING: &str = r#"[data-testid="app-loading"]"#;
 
 pub struct FootprintOptions<'a> {
     pub app: &'a Path,
@@ -59,6 +60,9 @@ struct Sample {
     /// When the page first answered a script (document loaded, the UI's own start and
     /// first data load still to come).
     page: Duration,
+    /// When `[data-testid="app-loading"]` (or already `app-ready`) was first seen: the
+    /// UI is mounted (static in the hello page), its first data load under way.
+    mounted: Duration,
     rss_kib: u64,
     pss_kib: u64,
     /// RSS by executable name, summed over processes of that name.
@@ -116,10 +120,11 @@ pub fn run(opts: &FootprintOptions<'_>) -> Result<Vec<Row>, BoxError> {
         for (which, bin) in [(Which::App, &app), (Which::Hello, &hello)] {
             let s = rt.block_on(launcher.launch(bin, &format!("{which:?}-{i}")))?;
             eprintln!(
-                "footprint: {which:?} run {}: start-up {} (page answering at {}), RSS {} MB, PSS {} MB ({})",
+                "footprint: {which:?} run {}: start-up {} (page answering at {}, UI mounted at {}), RSS {} MB, PSS {} MB ({})",
                 i + 1,
                 table::ms(s.startup),
                 table::ms(s.page),
+                table::ms(s.mounted),
                 mb(s.rss_kib),
                 mb(s.pss_kib),
                 breakdown(&s.by_name)
@@ -149,14 +154,16 @@ fn rows(ours: &[Sample], reference: &[Sample]) -> Vec<Row> {
         percentiles(&v.iter().map(f).collect::<Vec<_>>())
     };
     let (so, sr) = (pct(ours, |s| s.startup), pct(reference, |s| s.startup));
-    let (po, pr) = (pct(ours, |s| s.page).p50, pct(reference, |s| s.page).p50);
+    let steps = |v: &[Sample]| (pct(v, |s| s.page).p50, pct(v, |s| s.mounted).p50);
+    let (po, pr) = (steps(ours), steps(reference));
     let start_ratio = table::ratio(so.p50, sr.p50);
-    let spread = |p: &table::Percentiles, page: Duration| {
+    let spread = |p: &table::Percentiles, (page, mounted): (Duration, Duration)| {
         format!(
-            "p50 {} / max {} (page loaded and answering: p50 {})",
+            "p50 {} / max {} (p50 page answering {}, UI mounted {})",
             table::ms(p.p50),
             table::ms(p.p99),
-            table::ms(page)
+            table::ms(page),
+            table::ms(mounted)
         )
     };
     vec![
@@ -367,6 +374,7 @@ fn measure_tree(pid: u32) -> Sample {
     let mut s = Sample {
         startup: Duration::ZERO,
         page: Duration::ZERO,
+        mounted: Duration::ZERO,
         rss_kib: 0,
         pss_kib: 0,
         by_name: BTreeMap::new(),
@@ -577,8 +585,8 @@ impl Launcher<'_> {
             .ok_or_else(|| format!("no WebDriver session: {created}"))?
             .to_owned();
         let session_url = format!("{base}/session/{session}");
-        let page = match self.wait_painted(&session_url, started).await {
-            Ok(page) => page,
+        let (page, mounted) = match self.wait_painted(&session_url, started).await {
+            Ok(times) => times,
             Err(e) => {
                 let _ = self.http.delete(&session_url).send().await;
                 return Err(e);
@@ -598,19 +606,23 @@ impl Launcher<'_> {
         let mut s = measured?;
         s.startup = startup;
         s.page = page;
+        s.mounted = mounted;
         Ok(s)
     }
 
     /// Polls the page until the ready marker is in the DOM, then waits two animation
     /// frames: the frame that showed it has been painted. Returns when the page first
-    /// answered a script.
+    /// answered a script, and when the UI was first seen mounted.
     async fn wait_painted(
         &self,
         session_url: &str,
         started: Instant,
-    ) -> Result<Duration, BoxError> {
-        let present = format!("return document.querySelector('{READY}') !== null;");
-        let mut page = None;
+    ) -> Result<(Duration, Duration), BoxError> {
+        let present = format!(
+            "return document.querySelector('{READY}') ? 'ready' \
+             : document.querySelector('{LOADING}') ? 'loading' : 'none';"
+        );
+        let (mut page, mut mounted) = (None, None);
         loop {
             // Errors are expected while the page is still loading (no document yet).
             let reply: Option<Value> = match self
@@ -623,11 +635,14 @@ impl Launcher<'_> {
                 Ok(r) => r.json().await.ok(),
                 Err(_) => None,
             };
-            let answer = reply.as_ref().and_then(|v| v["value"].as_bool());
+            let answer = reply.as_ref().and_then(|v| v["value"].as_str());
             if answer.is_some() && page.is_none() {
                 page = Some(started.elapsed());
             }
-            if answer == Some(true) {
+            if matches!(answer, Some("loading" | "ready")) && mounted.is_none() {
+                mounted = Some(started.elapsed());
+            }
+            if answer == Some("ready") {
                 break;
             }
             if started.elapsed() > READY_DEADLINE {
@@ -650,7 +665,7 @@ impl Launcher<'_> {
         if reply["value"].as_bool() != Some(true) {
             return Err(format!("waiting for two frames: {reply}").into());
         }
-        Ok(page.unwrap_or_default())
+        Ok((page.unwrap_or_default(), mounted.unwrap_or_default()))
     }
 }
 
