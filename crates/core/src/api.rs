@@ -1050,6 +1050,41 @@ mod tests {
     }
 
     #[test]
+    fn an_export_writes_the_chain_as_verified_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_rotations(dir.path());
+        let selection = engine.select_audit(&AuditRange::default()).unwrap();
+        // Made while the save dialog is open: not part of what was verified.
+        engine.rotate_key(at(12)).unwrap();
+        let file = dir.path().join("audit.csv");
+        let report = selection.write_csv(&file).unwrap();
+        assert_eq!(report.rows, 3);
+        let rows = read_back(&file);
+        assert_eq!(
+            rows.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(report.chain.head_hash, rows[2].entry_hash);
+
+        let selection = engine.select_audit(&AuditRange::default()).unwrap();
+        let db = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER audit_entries_no_update;
+             UPDATE audit_entries SET payload = payload || ' ' WHERE seq = 2;",
+        )
+        .unwrap();
+        let edited = dir.path().join("edited.csv");
+        let err = selection.write_csv(&edited).unwrap_err();
+        assert_eq!(err.code(), "export_failed");
+        assert!(
+            err.to_string().contains("changed after it was verified"),
+            "{err}"
+        );
+        assert!(!edited.exists(), "nothing unverified is written");
+        assert!(!dir.path().join(".edited.csv.partial").exists());
+    }
+
+    #[test]
     fn an_export_with_nothing_in_range_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_with_rotations(dir.path());
