@@ -89,9 +89,11 @@ if [ "$build" = 0 ] && [ ! -x "$bin/countersign-bench-hello" ]; then
   echo "| app footprint (idle RSS, cold start) | not run (--no-build and no hello binary; \`bash scripts/bench.sh\` builds it) | – | – | RSS ≤ 1.3×, start-up ≤ 1.5× | – |" >>"$rows"
 else
   # The same private session bus and keyring as benchmark 1, for both binaries.
+  # Only the table rows: services the bus activates for WebKit (the accessibility
+  # registry) print on the same stdout.
   bash scripts/with-keyring.sh "$bin/countersign-bench" footprint --app "$bin/countersign-app" \
     --hello "$bin/countersign-bench-hello" --work "$work/footprint" --runs "$footprint_runs" \
-    >>"$rows" 2> >(grep -v 'Failed to set fd limit' >&2)
+    2> >(grep -v 'Failed to set fd limit' >&2) | grep '^|' >>"$rows"
 fi
 
 elapsed=$(( $(date +%s) - started ))

@@ -51,6 +51,9 @@ pub struct FootprintOptions<'a> {
     pub idle: Duration,
     /// An X display to use instead of starting a private Xvfb.
     pub display: Option<String>,
+    /// Keep each launch's directory (with driver.log: tauri-driver's, WebKitWebDriver's
+    /// and the binary's output) instead of deleting it after a successful launch.
+    pub keep: bool,
 }
 
 /// One cold launch.
@@ -100,6 +103,7 @@ pub fn run(opts: &FootprintOptions<'_>) -> Result<Vec<Row>, BoxError> {
         bus: &bus,
         work: opts.work,
         idle: opts.idle,
+        keep: opts.keep,
         http: reqwest::Client::builder().timeout(READY_DEADLINE).build()?,
     };
 
@@ -476,6 +480,7 @@ struct Launcher<'a> {
     bus: &'a str,
     work: &'a Path,
     idle: Duration,
+    keep: bool,
     http: reqwest::Client,
 }
 
@@ -497,7 +502,9 @@ impl Launcher<'_> {
         let log = dir.join("driver.log");
         match result {
             Ok(s) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                if !self.keep {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 Ok(s)
             }
             Err(e) => Err(format!(
@@ -512,7 +519,7 @@ impl Launcher<'_> {
     async fn launch_in(&self, bin: &Path, dir: &Path) -> Result<Sample, BoxError> {
         let p = |sub: &str| dir.join(sub).display().to_string();
         // Built from scratch: nothing of the caller's desktop, config or data leaks in.
-        let env = [
+        let mut env = vec![
             ("PATH", std::env::var("PATH").unwrap_or_default()),
             ("LANG", "C.UTF-8".into()),
             ("DISPLAY", self.display.into()),
@@ -526,6 +533,17 @@ impl Launcher<'_> {
             // No accessibility bus to activate (the same for both binaries).
             ("NO_AT_BRIDGE", "1".into()),
         ];
+        // The GPU driver's shader cache is per user on a desktop, shared by every app
+        // and warm: one directory for every launch here (filled by the warm-up
+        // launches). Empty each time, Mesa's software renderer compiles WebKit's
+        // shaders again on every first frame (1.5 s more for the app's first inbox).
+        let shaders = self.work.join("mesa-shader-cache");
+        std::fs::create_dir_all(&shaders)?;
+        env.push(("MESA_SHADER_CACHE_DIR", shaders.display().to_string()));
+        // Passed through for a look at the binary's own log (with --keep).
+        if let Ok(v) = std::env::var("RUST_LOG") {
+            env.push(("RUST_LOG", v));
+        }
         let port = free_port()?;
         let native_port = free_port()?;
         let log = File::create(dir.join("driver.log"))?;

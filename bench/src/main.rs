@@ -138,6 +138,10 @@ enum Command {
         /// Use this X display instead of starting a private Xvfb.
         #[arg(long)]
         display: Option<String>,
+        /// Keep each launch's directory and driver.log (the binary's output; RUST_LOG
+        /// is passed through).
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
             runs,
             idle_secs,
             display,
+            keep,
         } => footprint::run(&footprint::FootprintOptions {
             app: &app,
             hello: &hello,
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
             runs,
             idle: std::time::Duration::from_secs(idle_secs),
             display,
+            keep,
         })
         .map(|rows| print_rows(&rows))
         .map_err(|e| e.to_string()),
