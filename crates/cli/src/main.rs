@@ -356,22 +356,11 @@ async fn run(cli: Cli) -> Result<ExitCode, console::CliError> {
             }
             match output {
                 Some(path) => {
-                    // Written beside the target and renamed into place once complete: a
-                    // store error half-way leaves no partial CSV under the asked-for name
-                    // (a reader could take it for a whole export).
-                    let mut name = path.file_name().unwrap_or_default().to_owned();
-                    name.push(format!(".partial-{}", std::process::id()));
-                    let partial = path.with_file_name(name);
-                    let written = std::fs::File::create(&partial)
-                        .map_err(console::CliError::from)
-                        .and_then(|file| write_audit_csv(rows, std::io::BufWriter::new(file)))
-                        .and_then(|written| {
-                            std::fs::rename(&partial, &path)?;
-                            Ok(written)
-                        });
-                    let written = written.inspect_err(|_| {
-                        let _ = std::fs::remove_file(&partial);
-                    })?;
+                    // Appears whole or not at all (written beside, renamed into place).
+                    let written =
+                        export::write_file_whole(&path, console::CliError::from, |out| {
+                            write_audit_csv(rows, out)
+                        })?;
                     eprintln!("{written} entries written to {}", path.display());
                 }
                 None => {

@@ -369,38 +369,28 @@ impl AuditSelection {
     /// at all: it is written beside the target and renamed over it.
     pub fn write_csv(&self, path: &std::path::Path) -> Result<AuditExport, EngineError> {
         let export_err = |e: &dyn std::fmt::Display| EngineError::Export(e.to_string());
-        let name = path
-            .file_name()
-            .ok_or_else(|| EngineError::Export(format!("{} is not a file name", path.display())))?;
-        let mut partial = std::ffi::OsString::from(".");
-        partial.push(name);
-        partial.push(".partial");
-        let partial = path.with_file_name(partial);
-        let written = (|| {
-            let file = std::fs::File::create(&partial).map_err(|e| export_err(&e))?;
-            let out = Hashing::new(std::io::BufWriter::new(file));
-            let mut csv = crate::export::CsvWriter::new(out).map_err(|e| export_err(&e))?;
-            for entry in self.store.audit_rows_up_to(&self.query, self.up_to) {
-                csv.write(&entry?).map_err(|e| export_err(&e))?;
-            }
-            let rows = csv.rows();
-            let (out, sha256) = csv.finish().map_err(|e| export_err(&e))?.finish();
-            // The rows are read again: should the chain have been altered since it was
-            // verified (the database edited behind the app's back), what was written is
-            // not what was checked, and it is not kept.
-            if sha256 != self.csv_sha256 || rows != u64::from(self.rows) {
-                return Err(EngineError::Export(
-                    "the audit chain changed after it was verified; export again".into(),
-                ));
-            }
-            let file = out.into_inner().map_err(|e| export_err(&e))?;
-            file.sync_all().map_err(|e| export_err(&e))?;
-            std::fs::rename(&partial, path).map_err(|e| export_err(&e))
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        written?;
+        crate::export::write_file_whole(
+            path,
+            |e| export_err(&e),
+            |file| {
+                let out = Hashing::new(file);
+                let mut csv = crate::export::CsvWriter::new(out).map_err(|e| export_err(&e))?;
+                for entry in self.store.audit_rows_up_to(&self.query, self.up_to) {
+                    csv.write(&entry?).map_err(|e| export_err(&e))?;
+                }
+                let rows = csv.rows();
+                let (_, sha256) = csv.finish().map_err(|e| export_err(&e))?.finish();
+                // The rows are read again: should the chain have been altered since it
+                // was verified (the database edited behind the app's back), what was
+                // written is not what was checked, and it is not kept.
+                if sha256 != self.csv_sha256 || rows != u64::from(self.rows) {
+                    return Err(EngineError::Export(
+                        "the audit chain changed after it was verified; export again".into(),
+                    ));
+                }
+                Ok(())
+            },
+        )?;
         let shown = path.display().to_string();
         Ok(AuditExport {
             rows: self.rows,

@@ -51,6 +51,40 @@ fn restore(cell: &str) -> &str {
     }
 }
 
+/// Creates `path` through a file beside it (`.NAME.partial`), renamed into place once
+/// `write` succeeded and the bytes are on disk: a failure half-way leaves nothing under
+/// `path`, where a reader could take a partial CSV for a whole export. `io_err` turns
+/// the file's own errors into the caller's.
+pub fn write_file_whole<T, E>(
+    path: &std::path::Path,
+    io_err: impl Fn(std::io::Error) -> E,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<T, E>,
+) -> Result<T, E> {
+    let name = path.file_name().ok_or_else(|| {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a file name", path.display()),
+        ))
+    })?;
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(".partial");
+    let partial = path.with_file_name(partial);
+    let written = (|| {
+        let file = std::fs::File::create(&partial).map_err(&io_err)?;
+        let mut out = std::io::BufWriter::new(file);
+        let value = write(&mut out)?;
+        let file = out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(&io_err)?;
+        std::fs::rename(&partial, path).map_err(&io_err)?;
+        Ok(value)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
 /// Writes `entries` as one audit CSV (header included).
 pub fn write_csv<W: Write>(entries: &[AuditEntry], out: W) -> Result<(), CsvError> {
     let mut w = CsvWriter::new(out)?;
