@@ -28,6 +28,7 @@ import type {
   TokenMode,
 } from "../bindings.ts";
 import type { Api } from "./api.ts";
+import type { Errors } from "./fields.ts";
 
 /** Turns a thrown IPC failure (not an ApiError) into one, so it is shown like the rest. */
 function thrownError(e: unknown): ApiError_Serialize {
@@ -221,8 +222,6 @@ const NAME = /^[A-Za-z0-9_-]+$/;
 const ENV = /^[A-Za-z0-9_]+$/;
 const WHOLE = /^[1-9][0-9]*$/;
 
-export type Errors = Record<string, string>;
-
 /** The engine's input for the form, or what is wrong with it (by field). */
 export function toInput(f: BackendForm): { input: BackendInput_Deserialize; token: string | null } | { errors: Errors } {
   const errors: Errors = {};
@@ -301,11 +300,6 @@ export function errorsOf(list: FieldError[]): Errors {
     errors[key] = errors[key] === undefined ? e.message : `${errors[key]} ${e.message}`;
   }
   return errors;
-}
-
-/** The `data-testid` suffix of a field's error (`option:web_url` → `option-web_url`). */
-export function testIdOf(field: string): string {
-  return field.replace(/[^A-Za-z0-9_-]/g, "-");
 }
 
 /** What a test answered, in one line. */
@@ -476,23 +470,24 @@ export class SettingsState {
   }
 
   startAdd(kind = "countersign"): void {
-    this.form = emptyForm(kind);
-    this.formErrors = {};
-    this.formFailure = null;
+    this.#show(emptyForm(kind));
     this.notice = null;
   }
 
   startEdit(name: string): void {
     const b = this.view?.backends.find((x) => x.name === name);
     if (b === undefined) return;
-    this.form = formFor(b);
-    this.formErrors = {};
-    this.formFailure = null;
+    this.#show(formFor(b));
     this.notice = null;
   }
 
   cancel(): void {
-    this.form = null;
+    this.#show(null);
+  }
+
+  /** Opens a form (add or edit: its `mode` says which) or closes it, with nothing wrong yet. */
+  #show(form: BackendForm | null): void {
+    this.form = form;
     this.formErrors = {};
     this.formFailure = null;
   }
