@@ -19,7 +19,7 @@ async fn blocking<T: Send + 'static>(
     state: State<'_, AppState>,
     f: impl FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let engine: Arc<Engine> = state.engine()?.clone();
+    let engine: Arc<Engine> = state.engine().await?;
     tauri::async_runtime::spawn_blocking(move || f(&engine))
         .await
         .map_err(|e| ApiError::new("internal", e.to_string()))?

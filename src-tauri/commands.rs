@@ -13,22 +13,28 @@ use crate::state::{AppInfo, AppState};
 /// Pending actions and backend health.
 #[tauri::command]
 #[specta::specta]
-pub fn inbox(state: State<'_, AppState>) -> Result<InboxView, ApiError> {
-    Ok(state.engine()?.inbox(Utc::now())?)
+pub async fn inbox(state: State<'_, AppState>) -> Result<InboxView, ApiError> {
+    Ok(state.engine().await?.inbox(Utc::now())?)
 }
 
 /// One action with its timeline and decisions (no side effect: for refreshes).
 #[tauri::command]
 #[specta::specta]
-pub fn action_detail(state: State<'_, AppState>, key: ActionKey) -> Result<ActionDetail, ApiError> {
-    Ok(state.engine()?.detail(&key)?)
+pub async fn action_detail(
+    state: State<'_, AppState>,
+    key: ActionKey,
+) -> Result<ActionDetail, ApiError> {
+    Ok(state.engine().await?.detail(&key)?)
 }
 
 /// The person opened an action: record a local "viewed" event, then return it.
 #[tauri::command]
 #[specta::specta]
-pub fn open_action(state: State<'_, AppState>, key: ActionKey) -> Result<ActionDetail, ApiError> {
-    let engine = state.engine()?;
+pub async fn open_action(
+    state: State<'_, AppState>,
+    key: ActionKey,
+) -> Result<ActionDetail, ApiError> {
+    let engine = state.engine().await?;
     engine.record_viewed(&key, Utc::now())?;
     Ok(engine.detail(&key)?)
 }
@@ -40,20 +46,21 @@ pub async fn decide(
     state: State<'_, AppState>,
     input: DecisionInput,
 ) -> Result<DecisionReport, ApiError> {
-    Ok(state.engine()?.decide(input, Utc::now()).await?)
+    Ok(state.engine().await?.decide(input, Utc::now()).await?)
 }
 
 /// Opens the action's own page in the system browser. Takes the key, not a URL, so the
 /// page can only open links the engine stored, and only http(s) ones.
 #[tauri::command]
 #[specta::specta]
-pub fn open_in_browser(
+pub async fn open_in_browser(
     app: tauri::AppHandle,
     state: State<'_, AppState>,
     key: ActionKey,
 ) -> Result<(), ApiError> {
     let url = state
-        .engine()?
+        .engine()
+        .await?
         .detail(&key)?
         .action
         .snapshot
@@ -68,15 +75,15 @@ pub fn open_in_browser(
 /// Who is deciding, and whether this is the embedded demo.
 #[tauri::command]
 #[specta::specta]
-pub fn app_info(state: State<'_, AppState>) -> Result<AppInfo, ApiError> {
-    state.info()
+pub async fn app_info(state: State<'_, AppState>) -> Result<AppInfo, ApiError> {
+    state.info().await
 }
 
 /// Whether native notifications can be shown (the header says when they cannot).
 #[tauri::command]
 #[specta::specta]
-pub fn notification_status(
+pub async fn notification_status(
     state: State<'_, AppState>,
 ) -> Result<countersign_notify::NotificationStatus, ApiError> {
-    state.notification_status()
+    state.notification_status().await
 }

@@ -11,21 +11,21 @@ use crate::state::AppState;
 /// One page of history: full-text search and filters, newest first.
 #[tauri::command]
 #[specta::specta]
-pub fn history_page(
+pub async fn history_page(
     state: State<'_, AppState>,
     query: HistoryQuery,
 ) -> Result<HistoryPage, ApiError> {
-    Ok(state.engine()?.history_page(&query)?)
+    Ok(state.engine().await?.history_page(&query)?)
 }
 
 /// Every stored version of an action, oldest first (for "what changed").
 #[tauri::command]
 #[specta::specta]
-pub fn snapshot_versions(
+pub async fn snapshot_versions(
     state: State<'_, AppState>,
     key: ActionKey,
 ) -> Result<Vec<SnapshotVersion>, ApiError> {
-    Ok(state.engine()?.snapshot_versions(&key)?)
+    Ok(state.engine().await?.snapshot_versions(&key)?)
 }
 
 /// What changed between two stored versions of an action, field by field (the engine's
@@ -33,13 +33,13 @@ pub fn snapshot_versions(
 /// snapshot hashes from [`snapshot_versions`]; either order is allowed.
 #[tauri::command]
 #[specta::specta]
-pub fn snapshot_diff(
+pub async fn snapshot_diff(
     state: State<'_, AppState>,
     key: ActionKey,
     before: SnapshotHash,
     after: SnapshotHash,
 ) -> Result<Vec<FieldChange>, ApiError> {
-    let versions = state.engine()?.snapshot_versions(&key)?;
+    let versions = state.engine().await?.snapshot_versions(&key)?;
     let find = |hash: &SnapshotHash| {
         versions
             .iter()

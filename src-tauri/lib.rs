@@ -6,8 +6,9 @@
 //! - `state`: the engine (swappable), the embedded server and the sync tasks' lifetime.
 //! - [`bindings`]: the typed IPC surface; `ui/src/bindings.ts` is generated from it.
 //!
-//! On start the shell opens the engine like the CLI does (config file, or the embedded
-//! demo server when there is none), starts one sync task per backend, and forwards the
+//! On start the shell shows the window first, then opens the engine like the CLI does
+//! (config file, or the embedded demo server when there is none; commands wait for
+//! it), starts one sync task per backend, and forwards the
 //! engine's change broadcast to the window as the `changed` event. A settings change
 //! rebuilds all of that from the config ([`reload`]) without restarting the app.
 //!
@@ -133,18 +134,41 @@ pub fn run() {
             bindings.mount_events(app);
             let paths = Paths::from_env();
             let config_path = paths.config.clone().or_else(config::default_config_path);
-            let current = tauri::async_runtime::block_on(start_engine(app.handle().clone()));
-            app.manage(AppState::new(current.clone(), config_path));
-            if let Current::Running(running) = current {
-                // A desktop without a tray is no reason not to start.
-                if let Err(e) = tray::build(app.handle(), &running) {
-                    tracing::warn!("no tray icon: {e}");
-                }
-            }
+            app.manage(AppState::new(config_path));
+            // The window exists already, but its page cannot load until `setup` returns
+            // (the main loop serves its assets). Opening the store, the keyring and the
+            // embedded demo server therefore runs beside the page's own start instead
+            // of before it; commands wait for the engine (`AppState::running`).
+            let app = app.handle().clone();
+            tauri::async_runtime::spawn(async move { start_first_engine(app).await });
             Ok(())
         })
         .run(tauri::generate_context!())
         .expect("failed to start the Countersign window (is a display available?)");
+}
+
+/// Starts the engine the app opens with and its tray. Holds `reloading`, so a settings
+/// change saved while it starts applies after it.
+async fn start_first_engine(app: tauri::AppHandle) {
+    let state = app.state::<AppState>();
+    let _one_at_a_time = state.reloading.lock().await;
+    let started = std::time::Instant::now();
+    let current = start_engine(app.clone()).await;
+    tracing::info!("engine started in {} ms", started.elapsed().as_millis());
+    state.replace(current.clone());
+    if let Current::Running(running) = current {
+        // Tray icons are made on the main thread (GTK).
+        let handle = app.clone();
+        let built = app.run_on_main_thread(move || {
+            // A desktop without a tray is no reason not to start.
+            if let Err(e) = tray::build(&handle, &running) {
+                tracing::warn!("no tray icon: {e}");
+            }
+        });
+        if let Err(e) = built {
+            tracing::warn!("no tray icon: {e}");
+        }
+    }
 }
 
 /// Opens the engine, starts syncing and forwards changes to the window. A failure is
@@ -240,6 +264,8 @@ pub(crate) async fn reload(app: &tauri::AppHandle, changed_backend: &str) -> Res
         // The window shows this like a failed start; fixing the config and saving again
         // reloads once more.
         Current::Failed(e) => Err(e),
+        // `start_engine` never returns it.
+        Current::Starting => Err(ApiError::new("internal", "the engine did not start")),
     }
 }
 

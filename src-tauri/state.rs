@@ -5,9 +5,13 @@
 //! (`crate::reload`), puts it in place and stops the old one's sync tasks and notifier.
 //! Commands take the current engine with [`AppState::engine`] (an `Arc`, so a command
 //! in flight finishes on the engine it started with).
+//!
+//! The first engine starts after the window is shown (`crate::run`): until it is in
+//! place the state is [`Current::Starting`] and commands wait for it, so the page can
+//! load and paint its shell while the store, the keyring and the embedded server open.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use countersign_core::api::ApiError;
 use countersign_core::shutdown::{Shutdown, ShutdownTrigger};
@@ -62,12 +66,16 @@ impl Running {
 /// bad config): the window shows that reason instead of the app crashing.
 #[derive(Clone)]
 pub enum Current {
+    /// The first engine is still opening; commands wait for what comes next.
+    Starting,
     Running(Arc<Running>),
     Failed(ApiError),
 }
 
 pub struct AppState {
-    current: RwLock<Current>,
+    /// A watch channel rather than a lock: commands that arrive while the engine is
+    /// starting wait for it to change.
+    current: tokio::sync::watch::Sender<Current>,
     /// One reload at a time (two settings saves in quick succession).
     pub reloading: tokio::sync::Mutex<()>,
     /// The config file the settings view edits (`COUNTERSIGN_CONFIG` or the XDG path).
@@ -77,52 +85,62 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(current: Current, config_path: Option<PathBuf>) -> Self {
+    /// Starts as [`Current::Starting`]; the shell puts the engine in place with
+    /// [`AppState::replace`].
+    pub fn new(config_path: Option<PathBuf>) -> Self {
         Self {
-            current: RwLock::new(current),
+            current: tokio::sync::watch::Sender::new(Current::Starting),
             reloading: tokio::sync::Mutex::new(()),
             config_path,
             paused_until: Mutex::new(None),
         }
     }
 
-    pub fn current(&self) -> Current {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Puts `next` in place and returns what was there.
+    /// Puts `next` in place, wakes the commands waiting for it and returns what was there.
     pub fn replace(&self, next: Current) -> Current {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::replace(&mut *current, next)
+        self.current.send_replace(next)
     }
 
-    pub fn running(&self) -> Result<Arc<Running>, ApiError> {
-        match self.current() {
-            Current::Running(r) => Ok(r),
-            Current::Failed(e) => Err(e),
+    /// The running engine, once started (waits while it starts).
+    pub async fn running(&self) -> Result<Arc<Running>, ApiError> {
+        let mut current = self.current.subscribe();
+        let settled = current
+            .wait_for(|c| !matches!(c, Current::Starting))
+            .await
+            .map(|c| c.clone());
+        match settled {
+            Ok(Current::Running(r)) => Ok(r),
+            Ok(Current::Failed(e)) => Err(e),
+            // `self` holds the sender, so the channel cannot close while we wait.
+            Ok(Current::Starting) | Err(_) => Err(ApiError::new(
+                "internal",
+                "the engine never finished starting",
+            )),
         }
     }
 
-    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
-        Ok(self.running()?.engine.clone())
+    /// The running engine if there is one now (never waits: for window and tray events).
+    pub fn running_now(&self) -> Option<Arc<Running>> {
+        match &*self.current.borrow() {
+            Current::Running(r) => Some(r.clone()),
+            Current::Starting | Current::Failed(_) => None,
+        }
     }
 
-    pub fn notification_status(&self) -> Result<NotificationStatus, ApiError> {
-        Ok(self.running()?.notifier.status())
+    pub async fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        Ok(self.running().await?.engine.clone())
     }
 
-    pub fn info(&self) -> Result<AppInfo, ApiError> {
-        Ok(self.running()?.info.clone())
+    pub async fn notification_status(&self) -> Result<NotificationStatus, ApiError> {
+        Ok(self.running().await?.notifier.status())
+    }
+
+    pub async fn info(&self) -> Result<AppInfo, ApiError> {
+        Ok(self.running().await?.info.clone())
     }
 
     pub fn close_to_tray(&self) -> bool {
-        self.running().is_ok_and(|r| r.close_to_tray)
+        self.running_now().is_some_and(|r| r.close_to_tray)
     }
 
     /// Pauses notifications until `until`, now and for any notifier a reload starts.
@@ -131,7 +149,7 @@ impl AppState {
             .paused_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
-        if let Ok(running) = self.running() {
+        if let Some(running) = self.running_now() {
             running.notifier.pause_until(Some(until));
         }
     }
@@ -154,5 +172,30 @@ impl AppState {
                 "no config path: set COUNTERSIGN_CONFIG or HOME to change settings",
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that arrives while the engine starts waits for the outcome instead of
+    /// failing (the window's first `inbox` call is sent before the engine is open).
+    #[tokio::test]
+    async fn commands_wait_for_the_engine_to_start() {
+        let state = Arc::new(AppState::new(None));
+        assert!(state.running_now().is_none());
+        let waiting = tokio::spawn({
+            let state = state.clone();
+            async move { state.engine().await.err().map(|e| e.code) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "answered before the engine started");
+        let previous = state.replace(Current::Failed(ApiError::new("corrupt_db", "bad file")));
+        assert!(matches!(previous, Current::Starting));
+        assert_eq!(waiting.await.unwrap().as_deref(), Some("corrupt_db"));
+        // Later commands get the outcome at once.
+        let again = state.info().await.err().map(|e| e.code);
+        assert_eq!(again.as_deref(), Some("corrupt_db"));
     }
 }
