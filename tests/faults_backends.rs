@@ -11,314 +11,19 @@
 //! kind where the fault is kind-independent.
 
 mod common;
+#[path = "common/faults.rs"]
+mod faults;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use countersign_core::backends::{self, Limits};
-use countersign_core::config::{BackendConfig, Config};
+use countersign_core::backends::Limits;
 use countersign_core::model::{ActionKey, ActionKind, ActionSnapshot, ActionStatus, PendingAction};
 use countersign_core::protocol::{WireAction, WireTimelineEvent};
-use countersign_core::shutdown;
-use countersign_core::store::Store;
-use countersign_core::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-
-const MB: usize = 1024 * 1024;
-
-/// One request as the hostile server saw it, stamped by the server's own clock.
-#[derive(Debug, Clone)]
-struct Seen {
-    n: usize,
-    at: Instant,
-    method: String,
-    path: String,
-    last_event_id: Option<String>,
-    if_none_match: Option<String>,
-    body: Vec<u8>,
-}
-
-/// What the server does with a request.
-enum Reply {
-    Full {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
-    },
-    /// `bytes` of valid JSON (an action list with one big title per item), chunked or
-    /// with a declared `content-length`.
-    Flood { bytes: usize, declare_length: bool },
-    /// An event stream: these raw chunks, then close (`hang: false`) or go silent.
-    Stream { chunks: Vec<Vec<u8>>, hang: bool },
-    /// This answer, after holding the request for a while (a slow backend).
-    Later(Duration, Box<Reply>),
-}
-
-type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
-
-/// A raw HTTP/1.1 server (one request per connection, `connection: close`).
-struct Hostile {
-    addr: SocketAddr,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    /// When each request's answer had been handed to the kernel, by request number.
-    replied: Arc<Mutex<BTreeMap<usize, Instant>>>,
-    /// The most body bytes one connection accepted before the client hung up.
-    written: Arc<AtomicU64>,
-}
-
-impl Hostile {
-    async fn start(handler: Handler) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, seen) = mpsc::unbounded_channel();
-        let replied = Arc::new(Mutex::new(BTreeMap::new()));
-        let written = Arc::new(AtomicU64::new(0));
-        let (r, w) = (replied.clone(), written.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            while let Ok((sock, _)) = listener.accept().await {
-                n += 1;
-                let (handler, tx, r, w) = (handler.clone(), tx.clone(), r.clone(), w.clone());
-                tokio::spawn(serve(sock, n, handler, tx, r, w));
-            }
-        });
-        Self {
-            addr,
-            seen,
-            replied,
-            written,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The next request the server receives (awaited, with a deadline).
-    async fn next(&mut self, within: Duration, what: &str) -> Seen {
-        tokio::time::timeout(within, self.seen.recv())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .expect("server alive")
-    }
-
-    fn replied_at(&self, n: usize) -> Instant {
-        *self.replied.lock().unwrap().get(&n).expect("answered")
-    }
-}
-
-async fn serve(
-    mut sock: TcpStream,
-    n: usize,
-    handler: Handler,
-    tx: mpsc::UnboundedSender<Seen>,
-    replied: Arc<Mutex<BTreeMap<usize, Instant>>>,
-    written: Arc<AtomicU64>,
-) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(k) => head.extend_from_slice(&buf[..k]),
-        }
-        if head.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-    let mut body = head.split_off(end);
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_owned();
-    let path = first.next().unwrap_or_default().to_owned();
-    let header = |name: &str| {
-        text.split("\r\n").find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-        .min(1024 * 1024);
-    while body.len() < length {
-        match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(k) => body.extend_from_slice(&buf[..k]),
-        }
-    }
-    let seen = Seen {
-        n,
-        at: Instant::now(),
-        method,
-        path,
-        last_event_id: header("last-event-id"),
-        if_none_match: header("if-none-match"),
-        body,
-    };
-    let _ = tx.send(seen.clone());
-    let mut reply = handler(&seen);
-    while let Reply::Later(wait, then) = reply {
-        tokio::time::sleep(wait).await;
-        reply = *then;
-    }
-    match reply {
-        Reply::Full {
-            status,
-            headers,
-            body,
-        } => {
-            let mut out = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                out.push_str(&format!("{k}: {v}\r\n"));
-            }
-            out.push_str("\r\n");
-            let mut bytes = out.into_bytes();
-            bytes.extend_from_slice(&body);
-            if sock.write_all(&bytes).await.is_ok() {
-                replied.lock().unwrap().insert(n, Instant::now());
-            }
-        }
-        Reply::Flood {
-            bytes,
-            declare_length,
-        } => flood(&mut sock, bytes, declare_length, &written).await,
-        Reply::Later(..) => unreachable!("unwrapped above"),
-        Reply::Stream { chunks, hang } => {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
-            if sock.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            for c in chunks {
-                if sock.write_all(&c).await.is_err() || sock.flush().await.is_err() {
-                    return;
-                }
-            }
-            replied.lock().unwrap().insert(n, Instant::now());
-            if hang {
-                // Silent but open until the client gives up on it.
-                let _ = sock.read(&mut buf).await;
-            }
-        }
-    }
-}
-
-/// Streams `total` bytes of JSON, counting what the client took before hanging up.
-async fn flood(sock: &mut TcpStream, total: usize, declare_length: bool, written: &AtomicU64) {
-    let open = br#"{"actions":["#;
-    let item = format!(r#"{{"id":"x","title":"{}"}},"#, "a".repeat(1000)).into_bytes();
-    let close = br#"{"id":"end"}]}"#;
-    let items = (total - open.len() - close.len()) / item.len() + 1;
-    let length = open.len() + items * item.len() + close.len();
-    let head = if declare_length {
-        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n")
-    } else {
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_owned()
-    };
-    if sock.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    let mut block = Vec::with_capacity(64 * 1024);
-    let mut sent = 0u64;
-    block.extend_from_slice(open);
-    let mut left = items;
-    loop {
-        while left > 0 && block.len() + item.len() <= 64 * 1024 {
-            block.extend_from_slice(&item);
-            left -= 1;
-        }
-        if left == 0 {
-            block.extend_from_slice(close);
-        }
-        let frame = if declare_length {
-            block.clone()
-        } else {
-            let mut f = format!("{:x}\r\n", block.len()).into_bytes();
-            f.extend_from_slice(&block);
-            f.extend_from_slice(b"\r\n");
-            f
-        };
-        if sock.write_all(&frame).await.is_err() {
-            return; // the client hung up: it stopped reading
-        }
-        sent += block.len() as u64;
-        written.fetch_max(sent, Ordering::SeqCst);
-        block.clear();
-        if left == 0 {
-            break;
-        }
-    }
-    if !declare_length {
-        let _ = sock.write_all(b"0\r\n\r\n").await;
-    }
-}
-
-fn full(status: u16, body: &[u8]) -> Reply {
-    Reply::Full {
-        status,
-        headers: vec![],
-        body: body.to_vec(),
-    }
-}
-
-fn limits() -> Limits {
-    Limits {
-        // Generous: the machine is shared; the faults below end long before this.
-        request_timeout: Duration::from_secs(15),
-        stream_idle_timeout: Duration::from_secs(2),
-        ..Limits::default()
-    }
-}
-
-/// The reference server pings its streams less often than the hostile ones' idle limit.
-fn good_limits() -> Limits {
-    Limits {
-        request_timeout: Duration::from_secs(15),
-        ..Limits::default()
-    }
-}
-
-fn config(name: &str, kind: &str, url: String) -> BackendConfig {
-    // Written as a person would (the options table comes from the TOML).
-    let repos = if kind == "github" {
-        "[backend.options]\nrepos = [\"acme/app\"]\n"
-    } else {
-        ""
-    };
-    let text = format!(
-        "[[backend]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = \"{url}\"\n\
-         poll_interval_secs = 1\nmax_backoff_secs = 1\n{repos}"
-    );
-    let mut config = Config::parse(std::path::Path::new("config.toml"), &text).expect("config");
-    config.backends.remove(0)
-}
-
-fn add(engine: &mut Engine, config: BackendConfig, limits: Limits) {
-    let backend = backends::build(&config, Some(TOKEN.into()), limits).unwrap();
-    engine.add_backend(config, backend).unwrap();
-}
-
-/// The store file is intact and the audit chain verifies.
-fn assert_store_intact(engine: &Engine) {
-    let conn = rusqlite::Connection::open(engine.store().path()).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    engine.verify(None).expect("the audit chain verifies");
-}
+use faults::*;
 
 /// The test process's peak resident memory (VmHWM), in bytes.
 fn peak_rss() -> u64 {
@@ -337,9 +42,8 @@ const KINDS: [&str; 5] = ["countersign", "hoop", "github", "prefect", "airflow"]
 /// server: each is degraded with the error its fault deserves, the good one syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_bad_utf8_wrong_types_and_500s_degrade_only_their_backend_for_every_kind() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
-    Producer::new(&server.url())
+    let mut rig = Rig::new();
+    rig.producer()
         .create(&new_action("good-1", "A request from a healthy backend"))
         .await;
     let limits = Limits {
@@ -398,25 +102,20 @@ async fn floods_bad_utf8_wrong_types_and_500s_degrade_only_their_backend_for_eve
         ),
     ];
 
-    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana");
-    add(
-        &mut engine,
-        config("good", "countersign", server.url()),
-        limits,
-    );
     let mut servers = Vec::new();
     let mut expected = Vec::new();
     for (fault, code, text, handler) in &faults {
         for kind in KINDS {
             let h = Hostile::start(handler.clone()).await;
             let name = format!("{kind}-{fault}");
-            add(&mut engine, config(&name, kind, h.url()), limits);
+            rig.add(config(&name, kind, h.url()), limits);
             expected.push((name, *code, *text, h.url()));
             servers.push(h);
         }
     }
 
     let before = peak_rss();
+    let engine = &rig.engine;
     let reports = engine.sync_once(Utc::now()).await;
     let grown = peak_rss().saturating_sub(before);
 
@@ -459,7 +158,7 @@ async fn floods_bad_utf8_wrong_types_and_500s_degrade_only_their_backend_for_eve
     );
     assert_eq!(engine.pending(Some("good")).unwrap().len(), 1);
     assert_eq!(engine.pending(None).unwrap().len(), 1);
-    assert_store_intact(&engine);
+    assert_store_intact(engine);
 }
 
 /// The server's list refuses with 429 then 503 (each with `Retry-After: 3`) before
@@ -467,9 +166,6 @@ async fn floods_bad_utf8_wrong_types_and_500s_degrade_only_their_backend_for_eve
 /// clock, although the engine's own backoff cap is 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_measured_on_the_servers_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
-    let producer = Producer::new(&server.url());
     let lists = Arc::new(AtomicU64::new(0));
     let l = lists.clone();
     let mut slow = Hostile::start(Arc::new(move |seen: &Seen| {
@@ -495,29 +191,15 @@ async fn retry_after_is_honoured_measured_on_the_servers_clock() {
     }))
     .await;
 
-    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana");
-    add(
-        &mut engine,
-        config("good", "countersign", server.url()),
-        good_limits(),
-    );
-    add(
-        &mut engine,
-        config("slow", "countersign", slow.url()),
-        limits(),
-    );
-    let store = engine.store().clone();
-    let mut changes = engine.changes();
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
+    let mut rig = Rig::new();
+    rig.add(config("slow", "countersign", slow.url()), limits());
+    let mut run = rig.start();
 
     let first = slow.next(Duration::from_secs(15), "the first list").await;
-    let s = store.clone();
-    until(
-        &mut changes,
+    run.until(
         Duration::from_secs(15),
         "slow degraded as rate limited",
-        move || {
+        |s| {
             s.backend_statuses()
                 .unwrap()
                 .iter()
@@ -525,12 +207,7 @@ async fn retry_after_is_honoured_measured_on_the_servers_clock() {
         },
     )
     .await;
-    let status = store
-        .backend_statuses()
-        .unwrap()
-        .into_iter()
-        .find(|b| b.name == "slow")
-        .unwrap();
+    let status = run.status("slow");
     assert_eq!(status.status, "degraded");
     let error = status.last_error.clone().unwrap();
     assert!(
@@ -541,22 +218,7 @@ async fn retry_after_is_honoured_measured_on_the_servers_clock() {
     assert!(planned >= chrono::Duration::seconds(3), "{planned}");
 
     // The healthy backend syncs while the other waits.
-    producer
-        .create(&new_action("live-1", "Arrives while slow waits"))
-        .await;
-    let s = store.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "the good backend's action",
-        move || {
-            s.actions(&Default::default())
-                .unwrap()
-                .iter()
-                .any(|a| a.key.external_id == "live-1")
-        },
-    )
-    .await;
+    run.good_backend_syncs("live-1").await;
 
     let second = slow.next(Duration::from_secs(15), "the second list").await;
     let third = slow.next(Duration::from_secs(15), "the third list").await;
@@ -570,24 +232,14 @@ async fn retry_after_is_honoured_measured_on_the_servers_clock() {
         );
         assert!(next.path.starts_with("/v1/actions"), "{}", next.path);
     }
-    let s = store.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "slow ok again",
-        move || {
-            s.backend_statuses()
-                .unwrap()
-                .iter()
-                .any(|b| b.name == "slow" && b.status == "ok")
-        },
-    )
+    run.until(Duration::from_secs(15), "slow ok again", |s| {
+        s.backend_statuses()
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "slow" && b.status == "ok")
+    })
     .await;
-    trigger.trigger();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_store_intact(&engine);
+    run.stop().await;
 }
 
 fn wire(id: &str) -> WireAction {
@@ -636,9 +288,6 @@ fn sse_event(id: u64, action: &WireAction) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_dropped_every_few_events_loses_and_repeats_nothing() {
     const TOTAL: u64 = 12;
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
-    let producer = Producer::new(&server.url());
     let actions: Arc<Vec<WireAction>> =
         Arc::new((1..=TOTAL).map(|i| wire(&format!("s{i}"))).collect());
     let a = actions.clone();
@@ -686,56 +335,20 @@ async fn an_event_stream_dropped_every_few_events_loses_and_repeats_nothing() {
     }))
     .await;
 
-    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana");
-    add(
-        &mut engine,
-        config("good", "countersign", server.url()),
-        good_limits(),
-    );
-    add(
-        &mut engine,
-        config("flaky", "countersign", flaky.url()),
-        limits(),
-    );
-    let store = engine.store().clone();
-    let mut changes = engine.changes();
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
-
-    let s = store.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(40),
-        "all streamed actions",
-        move || {
-            eprintln!(
-                "DBG {} {:?}",
-                s.actions(&Default::default()).unwrap().len(),
-                s.backend_statuses()
-                    .unwrap()
-                    .iter()
-                    .map(|b| (b.name.clone(), b.last_error.clone()))
-                    .collect::<Vec<_>>()
-            );
-            s.actions(&Default::default()).unwrap().len() == TOTAL as usize
-        },
-    )
+    let mut rig = Rig::new();
+    rig.add(config("flaky", "countersign", flaky.url()), limits());
+    let mut run = rig.start();
+    run.until(Duration::from_secs(40), "all streamed actions", |s| {
+        s.actions(&Default::default()).unwrap().len() == TOTAL as usize
+    })
     .await;
-    producer
-        .create(&new_action("live-1", "Arrives beside a flaky stream"))
-        .await;
-    let s = store.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "the good backend's action",
-        move || s.actions(&Default::default()).unwrap().len() == TOTAL as usize + 1,
-    )
-    .await;
-    trigger.trigger();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    run.good_backend_syncs("live-1").await;
+    let store = run.store.clone();
+    assert_eq!(
+        store.actions(&Default::default()).unwrap().len(),
+        TOTAL as usize + 1
+    );
+    run.stop().await;
 
     let mut resumed_from = Vec::new();
     while let Ok(seen) = flaky.seen.try_recv() {
@@ -765,7 +378,6 @@ async fn an_event_stream_dropped_every_few_events_loses_and_repeats_nothing() {
     }
     let cursor = store.sync_cursor("flaky").unwrap();
     assert_eq!(cursor.last_event_id.as_deref(), Some("12"));
-    assert_store_intact(&engine);
 }
 
 /// A stream that sends half an event and goes silent, and one that never sends a byte
@@ -773,9 +385,6 @@ async fn an_event_stream_dropped_every_few_events_loses_and_repeats_nothing() {
 /// healthy backend keeps receiving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("server.db"), "127.0.0.1:0");
-    let producer = Producer::new(&server.url());
     let one = Arc::new(wire("h1"));
     let mut hangs = Vec::new();
     for half in [true, false] {
@@ -796,33 +405,14 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
             .await,
         );
     }
-    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana");
-    add(
-        &mut engine,
-        config("good", "countersign", server.url()),
-        good_limits(),
-    );
-    add(
-        &mut engine,
-        config("half", "countersign", hangs[0].url()),
-        limits(),
-    );
-    add(
-        &mut engine,
-        config("mute", "countersign", hangs[1].url()),
-        limits(),
-    );
-    let store = engine.store().clone();
-    let mut changes = engine.changes();
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
-
-    let s = store.clone();
-    until(
-        &mut changes,
+    let mut rig = Rig::new();
+    rig.add(config("half", "countersign", hangs[0].url()), limits());
+    rig.add(config("mute", "countersign", hangs[1].url()), limits());
+    let mut run = rig.start();
+    run.until(
         Duration::from_secs(20),
         "both hanging streams degraded as timeouts",
-        move || {
+        |s| {
             s.backend_statuses()
                 .unwrap()
                 .iter()
@@ -835,13 +425,7 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
     )
     .await;
     for name in ["half", "mute"] {
-        let status = store
-            .backend_statuses()
-            .unwrap()
-            .into_iter()
-            .find(|b| b.name == name)
-            .unwrap();
-        let error = status.last_error.unwrap();
+        let error = run.status(name).last_error.unwrap();
         assert!(
             error.contains("/v1/events") && error.contains("within 2 s"),
             "{name}: {error}"
@@ -860,29 +444,10 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
             }
         }
     }
-    producer
-        .create(&new_action("live-1", "Arrives beside hanging streams"))
-        .await;
-    let s = store.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "the good backend's action",
-        move || {
-            s.actions(&Default::default())
-                .unwrap()
-                .iter()
-                .any(|a| a.key.external_id == "live-1")
-        },
-    )
-    .await;
+    run.good_backend_syncs("live-1").await;
     // The half event never completed, so it was never applied.
-    assert!(engine.pending(Some("half")).unwrap().is_empty());
-    trigger.trigger();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_store_intact(&engine);
+    assert!(run.engine().pending(Some("half")).unwrap().is_empty());
+    run.stop().await;
 }
 
 /// A decision whose delivery is answered 429 with `Retry-After: 3` is retried by the
@@ -892,7 +457,6 @@ async fn a_stream_that_hangs_mid_event_times_out_and_degrades_only_itself() {
 /// outbox must not send the decision again while its own attempt is still under way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key() {
-    let dir = tempfile::tempdir().unwrap();
     let action = Arc::new(wire("d1"));
     let posts = Arc::new(AtomicU64::new(0));
     let (a, p) = (action.clone(), posts.clone());
@@ -927,27 +491,18 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
     }))
     .await;
 
-    let mut engine = Engine::new(Store::open_in_dir(&dir.path().join("c")).unwrap(), "ana")
+    let mut rig = Rig::alone();
+    rig.engine = rig
+        .engine
         .with_key_store(Arc::new(countersign_core::signer::MemoryKeyStore::default()));
-    add(
-        &mut engine,
-        config("slow", "countersign", server.url()),
-        limits(),
-    );
-    let store = engine.store().clone();
-    let mut changes = engine.changes();
+    rig.add(config("slow", "countersign", server.url()), limits());
+    let mut run = rig.start();
     let key = ActionKey::new("slow", "d1");
-    let (trigger, listener) = shutdown::channel();
-    let tasks = engine.spawn_sync(&listener);
-    let s = store.clone();
-    let k = key.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "the action",
-        move || matches!(s.action(&k), Ok(Some(_))),
-    )
+    run.until(Duration::from_secs(15), "the action", |s| {
+        matches!(s.action(&key), Ok(Some(_)))
+    })
     .await;
+    let engine = run.engine();
     let hash = engine.detail(&key).unwrap().action.snapshot_hash;
     let report = engine
         .decide(
@@ -986,24 +541,13 @@ async fn a_delivery_answered_429_is_retried_after_retry_after_with_the_same_key(
     assert_eq!(idempotency(&decisions[0]), idempotency(&decisions[1]));
     assert_eq!(idempotency(&decisions[0]), report.decision.idempotency_key);
 
-    let s = store.clone();
-    let k = key.clone();
-    until(
-        &mut changes,
-        Duration::from_secs(15),
-        "delivered",
-        move || {
-            s.decisions(&k)
-                .unwrap()
-                .iter()
-                .any(|d| d.delivery == countersign_core::model::DeliveryState::Delivered)
-        },
-    )
+    run.until(Duration::from_secs(15), "delivered", |s| {
+        s.decisions(&key)
+            .unwrap()
+            .iter()
+            .any(|d| d.delivery == countersign_core::model::DeliveryState::Delivered)
+    })
     .await;
-    trigger.trigger();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    run.stop().await;
     assert_eq!(posts.load(Ordering::SeqCst), 2, "one attempt, one retry");
-    assert_store_intact(&engine);
 }
