@@ -1,13 +1,18 @@
-//! History: every action ever seen, searchable offline. Full-text search runs on the
-//! FTS5 indexes the schema keeps in step with the tables (migration 4); filters and
-//! pages use indexes on `requested_at`, so a page costs the same at row 50 as at row
-//! 1,000,000 (keyset paging, never OFFSET).
+//! History: every action ever seen, searchable offline, newest request first.
+//!
+//! The order is `actions.history_key` (migration 5): the request time in epoch
+//! milliseconds shifted left by 20 bits, plus a slot handed out in arrival order within
+//! that millisecond ([`history_key_base`], `Store::next_history_key`). Browsing pages by
+//! the indexes that end with it; searching walks the FTS5 table `action_search`, whose
+//! rowid is the same key, from the newest match down and stops after a page, so a word
+//! that matches half the history costs a page, not half the history. A cursor is a
+//! key, the same for both (keyset paging, never OFFSET).
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, ACTION_SELECT};
+use super::{Store, StoreError, ACTION_COLUMNS, ACTION_SELECT};
 use crate::model::{ActionKey, ActionSnapshot, ActionStatus, PendingAction, Verdict};
 use crate::snapshot::{format_millis, SnapshotHash};
 
@@ -39,14 +44,69 @@ pub struct HistoryQuery {
     pub after: Option<HistoryCursor>,
 }
 
-/// Where a page ended, newest first: the last row's request time and row id.
+/// Where a page ended, newest first: the last row's place in history. Opaque to its
+/// holder (pass it back as it came): the two parts of the row's history key, kept apart
+/// because the whole key does not fit a JavaScript number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct HistoryCursor {
+    /// The millisecond of the row's history key (its request time, clamped to the
+    /// range keys cover).
     pub requested_at: String,
-    /// The row id; ties on `requested_at` are ordered by it.
+    /// The row's place among the actions of that millisecond (0 .. 2^20).
     #[cfg_attr(feature = "specta", specta(type = f64))]
     pub row: i64,
+}
+
+/// The low bits of a history key: the slot within a millisecond.
+pub(super) const SLOT_MASK: i64 = (1 << SLOT_BITS) - 1;
+const SLOT_BITS: u32 = 20;
+/// Keys cover request times from 1970 to the year 2248 (2^43 ms); earlier or later
+/// times are clamped to the ends (their order among themselves is then arrival).
+const MAX_MILLIS: i64 = (1 << 43) - 1;
+
+/// The first history key of the millisecond `at` falls in (clamped to the key range).
+pub fn history_key_base(at: &DateTime<Utc>) -> i64 {
+    millis_key(at.timestamp_millis())
+}
+
+fn millis_key(ms: i64) -> i64 {
+    ms.clamp(0, MAX_MILLIS) << SLOT_BITS
+}
+
+/// The first key at or after `at`: `history_key >= ceil(at)` holds exactly for the
+/// actions requested at or after `at` (request times are stored to the millisecond).
+fn key_at_or_after(at: &DateTime<Utc>) -> i64 {
+    let ms = at.timestamp_millis();
+    let ceil = if !at.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    };
+    millis_key(ceil)
+}
+
+impl HistoryCursor {
+    fn of_key(key: i64) -> Self {
+        let ms = key >> SLOT_BITS;
+        let at = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        Self {
+            requested_at: format_millis(&at),
+            row: key & SLOT_MASK,
+        }
+    }
+
+    fn key(&self) -> Result<i64, StoreError> {
+        let at = DateTime::parse_from_rfc3339(&self.requested_at)
+            .map_err(|e| StoreError::BadCursor(format!("{:?}: {e}", self.requested_at)))?;
+        if !(0..=SLOT_MASK).contains(&self.row) {
+            return Err(StoreError::BadCursor(format!(
+                "row {} out of range",
+                self.row
+            )));
+        }
+        Ok(history_key_base(&at.with_timezone(&Utc)) | self.row)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,9 +128,10 @@ pub struct SnapshotVersion {
 }
 
 /// The person's words as FTS5 terms: each word quoted (so `AND`, `-`, `:` or quotes in
-/// it are plain text, never query syntax) and matched as a prefix. Each term is matched
-/// on its own, so "deploy canary" finds a title with one word and a timeline line with
-/// the other.
+/// it are plain text, never query syntax) and matched as a prefix. Joined with spaces
+/// they are one MATCH expression in which every term must match somewhere in the
+/// action's document, so "deploy canary" finds a title with one word and a timeline
+/// line with the other.
 pub fn fts_terms(text: &str) -> Vec<String> {
     text.split_whitespace()
         .map(|w| w.replace('"', ""))
@@ -79,66 +140,89 @@ pub fn fts_terms(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The statement for one page of `q` (at most `limit` rows, plus one that tells whether
+/// there is more) and its parameters.
+pub(super) fn history_sql(
+    q: &HistoryQuery,
+    limit: u32,
+) -> Result<(String, Vec<SqlValue>), StoreError> {
+    let terms = fts_terms(q.text.as_deref().unwrap_or_default());
+    // Searching: rows come from the FTS5 table in rowid (= history key) order, and the
+    // actions are looked up by key. Browsing: the actions' key indexes.
+    let key = if terms.is_empty() {
+        "a.history_key"
+    } else {
+        "s.rowid"
+    };
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut arg = |v: SqlValue| {
+        args.push(v);
+        args.len()
+    };
+    let mut sql_clauses: Vec<String> = Vec::new();
+    if !terms.is_empty() {
+        let n = arg(SqlValue::Text(terms.join(" ")));
+        sql_clauses.push(format!("s.action_search MATCH ?{n}"));
+    }
+    // Always bounded above: the range is what lets each index (…, history_key) be
+    // read newest-first from the cursor, and it leaves out rows without a key.
+    let below = match &q.after {
+        Some(after) => after.key()?,
+        None => i64::MAX,
+    };
+    let n = arg(SqlValue::Integer(below));
+    sql_clauses.push(format!("{key} < ?{n}"));
+    if let Some(backend) = &q.backend {
+        // By id, so that the (backend_id, history_key) index answers it.
+        let n = arg(SqlValue::Text(backend.clone()));
+        sql_clauses.push(format!(
+            "a.backend_id = (SELECT id FROM backends WHERE name = ?{n})"
+        ));
+    }
+    if let Some(status) = q.status {
+        let n = arg(SqlValue::Text(status.as_str().to_owned()));
+        sql_clauses.push(format!("a.status = ?{n}"));
+    }
+    if let Some(verdict) = q.verdict {
+        let n = arg(SqlValue::Text(verdict.as_str().to_owned()));
+        sql_clauses.push(format!(
+            "EXISTS (SELECT 1 FROM decisions d WHERE d.action_id = a.id AND d.verdict = ?{n})"
+        ));
+    }
+    if let Some(requester) = &q.requester {
+        let n = arg(SqlValue::Text(requester.clone()));
+        sql_clauses.push(format!("a.requester = ?{n}"));
+    }
+    if let Some(from) = &q.from {
+        let n = arg(SqlValue::Integer(key_at_or_after(from)));
+        sql_clauses.push(format!("{key} >= ?{n}"));
+    }
+    if let Some(to) = &q.to {
+        let n = arg(SqlValue::Integer(key_at_or_after(to)));
+        sql_clauses.push(format!("{key} < ?{n}"));
+    }
+    let n = arg(SqlValue::Integer(i64::from(limit) + 1));
+    let filter = sql_clauses.join(" AND ");
+    let sql = if terms.is_empty() {
+        format!("{ACTION_SELECT} WHERE {filter} ORDER BY a.history_key DESC LIMIT ?{n}")
+    } else {
+        // CROSS JOIN keeps the FTS5 table outermost: SQLite must not start from an
+        // actions index and ask FTS5 "does row k match?" once per action.
+        format!(
+            "SELECT {ACTION_COLUMNS} FROM action_search s
+             CROSS JOIN actions a ON a.history_key = s.rowid
+             JOIN backends b ON b.id = a.backend_id
+             WHERE {filter} ORDER BY s.rowid DESC LIMIT ?{n}"
+        )
+    };
+    Ok((sql, args))
+}
+
 impl Store {
     /// One page of history, newest request first.
     pub fn history_page(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
         let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-        let mut args: Vec<SqlValue> = Vec::new();
-        let mut arg = |v: SqlValue| {
-            args.push(v);
-            args.len()
-        };
-        let mut sql_clauses: Vec<String> = Vec::new();
-        for term in fts_terms(q.text.as_deref().unwrap_or_default()) {
-            let n = arg(SqlValue::Text(term));
-            sql_clauses.push(format!(
-                "a.id IN (SELECT rowid FROM action_fts WHERE action_fts MATCH ?{n}
-                          UNION SELECT action_id FROM event_fts WHERE event_fts MATCH ?{n}
-                          UNION SELECT action_id FROM decision_fts WHERE decision_fts MATCH ?{n})"
-            ));
-        }
-        if let Some(backend) = &q.backend {
-            let n = arg(SqlValue::Text(backend.clone()));
-            sql_clauses.push(format!("b.name = ?{n}"));
-        }
-        if let Some(status) = q.status {
-            let n = arg(SqlValue::Text(status.as_str().to_owned()));
-            sql_clauses.push(format!("a.status = ?{n}"));
-        }
-        if let Some(verdict) = q.verdict {
-            let n = arg(SqlValue::Text(verdict.as_str().to_owned()));
-            sql_clauses.push(format!(
-                "EXISTS (SELECT 1 FROM decisions d WHERE d.action_id = a.id AND d.verdict = ?{n})"
-            ));
-        }
-        if let Some(requester) = &q.requester {
-            let n = arg(SqlValue::Text(requester.clone()));
-            sql_clauses.push(format!("a.requester = ?{n}"));
-        }
-        if let Some(from) = &q.from {
-            let n = arg(SqlValue::Text(format_millis(from)));
-            sql_clauses.push(format!("a.requested_at >= ?{n}"));
-        }
-        if let Some(to) = &q.to {
-            let n = arg(SqlValue::Text(format_millis(to)));
-            sql_clauses.push(format!("a.requested_at < ?{n}"));
-        }
-        if let Some(after) = &q.after {
-            let t = arg(SqlValue::Text(after.requested_at.clone()));
-            let r = arg(SqlValue::Integer(after.row));
-            sql_clauses.push(format!(
-                "(a.requested_at < ?{t} OR (a.requested_at = ?{t} AND a.id < ?{r}))"
-            ));
-        }
-        let n = arg(SqlValue::Integer(i64::from(limit) + 1));
-        let sql = format!(
-            "{ACTION_SELECT}{} ORDER BY a.requested_at DESC, a.id DESC LIMIT ?{n}",
-            if sql_clauses.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", sql_clauses.join(" AND "))
-            }
-        );
+        let (sql, args) = history_sql(q, limit)?;
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
@@ -155,10 +239,8 @@ impl Store {
                 });
             }
             let action = self.action_from_row(row)?;
-            last = Some(HistoryCursor {
-                requested_at: format_millis(&action.snapshot.requested_at),
-                row: row.get(16).map_err(|e| self.err(e))?,
-            });
+            let key: i64 = row.get(17).map_err(|e| self.err(e))?;
+            last = Some(HistoryCursor::of_key(key));
             actions.push(action);
         }
         Ok(HistoryPage {

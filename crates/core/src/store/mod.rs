@@ -9,9 +9,10 @@ mod history;
 mod schema;
 
 pub use audit_rows::AuditRows;
-pub use history::{HistoryCursor, HistoryPage, HistoryQuery, SnapshotVersion};
+pub use history::{history_key_base, HistoryCursor, HistoryPage, HistoryQuery, SnapshotVersion};
+pub use schema::FILL_SEARCH;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -61,6 +62,19 @@ pub enum StoreError {
     UnknownBackend(String),
     #[error("unknown action `{0}`")]
     UnknownAction(String),
+    /// More actions than fit the history order (2^20) claim the same request
+    /// millisecond: only a backend sending them on purpose gets here.
+    #[error(
+        "action `{action}` was refused: over a million actions claim to be requested at \
+         the same millisecond ({requested_at}), more than history can order"
+    )]
+    HistoryFull {
+        action: String,
+        requested_at: String,
+    },
+    /// A history cursor this store did not hand out.
+    #[error("bad history cursor: {0}")]
+    BadCursor(String),
 }
 
 /// One open database.
@@ -70,6 +84,12 @@ pub struct Store {
     /// Outbox entries a task of this process is delivering right now (see
     /// [`DeliveryClaim`]). Lock order: `conn`, then `in_flight`.
     in_flight: Mutex<HashSet<i64>>,
+    /// Actions whose search document is out of date in the open write transaction
+    /// (their row, a timeline line or a decision was written). Rewritten once each just
+    /// before commit ([`Store::commit`]), so a sync batch writes one document per action
+    /// instead of an index segment per row. Lock order: `conn`, then `touched`; only
+    /// filled while `conn` is held inside a transaction.
+    touched: Mutex<BTreeSet<i64>>,
 }
 
 /// The right to deliver one queued decision: while it is held, no other task of this
@@ -251,6 +271,7 @@ impl Store {
             path,
             conn: Mutex::new(conn),
             in_flight: Mutex::new(HashSet::new()),
+            touched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -269,19 +290,159 @@ impl Store {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn touched(&self) -> MutexGuard<'_, BTreeSet<i64>> {
+        // Held only to insert or take ids: a poisoned set is still consistent.
+        self.touched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
         map_err(&self.path, e)
     }
 
+    /// Runs `f` in one transaction and commits it with the search documents it made
+    /// stale rewritten ([`Store::commit`]).
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(|e| self.err(e))?;
+        let tx = self.begin(&mut conn)?;
+        let out = f(&tx);
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // The transaction rolls back on drop: so do its marks.
+                self.touched().clear();
+                return Err(e);
+            }
+        };
+        self.commit(tx)?;
         Ok(out)
+    }
+
+    /// Opens a write transaction. Every write transaction ends in [`Store::commit`].
+    fn begin<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
+        // Marks left by a transaction that failed before its commit are moot (it
+        // rolled back); rewriting them would be harmless, but they are not ours.
+        self.touched().clear();
+        conn.transaction().map_err(|e| self.err(e))
+    }
+
+    /// Rewrites the search document of every action marked in this transaction, then
+    /// commits: the index never shows a state the tables do not have.
+    fn commit(&self, tx: Transaction<'_>) -> Result<(), StoreError> {
+        let touched = std::mem::take(&mut *self.touched());
+        for id in touched {
+            if let Err(e) = self.write_search_doc(&tx, id) {
+                self.touched().clear();
+                return Err(e);
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Marks an action's search document stale in the open transaction.
+    fn touch(&self, _tx: &Transaction<'_>, action_id: i64) {
+        // `_tx`: proof that a transaction is open, so the mark is taken by its commit.
+        self.touched().insert(action_id);
+    }
+
+    /// Writes one action's search document (see migration 5) from its row, timeline
+    /// and decisions, replacing the one under its history key.
+    fn write_search_doc(&self, tx: &Transaction<'_>, action_id: i64) -> Result<(), StoreError> {
+        let row: Option<(Option<i64>, String, String, String, String, String)> = tx
+            .prepare_cached(
+                "SELECT history_key, title, summary, requester, resource, details_json
+                 FROM actions WHERE id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([action_id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // No row, or no key (never: only a migrated row beyond 2^20 in one millisecond):
+        // nothing to index.
+        let Some((Some(key), title, summary, requester, resource, details)) = row else {
+            return Ok(());
+        };
+        // The same words as the migration's fill (schema::FILL_SEARCH): each timeline line
+        // with its actor, then each decision's approver and reason.
+        let mut notes = String::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT coalesce(actor, ''), text FROM timeline_events
+                     WHERE action_id = ?1 ORDER BY id",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([action_id]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                push_note(&mut notes, r).map_err(|e| self.err(e))?;
+            }
+        }
+        notes.push('\n');
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT approver, reason FROM decisions WHERE action_id = ?1 ORDER BY id",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([action_id]).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                push_note(&mut notes, r).map_err(|e| self.err(e))?;
+            }
+        }
+        // Single-row statements: FTS5 keeps them in its pending buffer until commit
+        // (an INSERT … SELECT would open a statement savepoint, which flushes it).
+        tx.prepare_cached("DELETE FROM action_search WHERE rowid = ?1")
+            .and_then(|mut stmt| stmt.execute([key]))
+            .map_err(|e| self.err(e))?;
+        tx.prepare_cached(
+            "INSERT INTO action_search (rowid, title, summary, requester, resource, details, notes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                key, title, summary, requester, resource, details, notes
+            ])
+        })
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The next free history key for an action requested at `at`: the first slot after
+    /// the highest one taken in that millisecond's block.
+    fn next_history_key(
+        &self,
+        tx: &Transaction<'_>,
+        action: &ActionKey,
+        at: &DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let base = history_key_base(at);
+        let last = base | history::SLOT_MASK;
+        let highest: Option<i64> = tx
+            .prepare_cached(
+                "SELECT max(history_key) FROM actions WHERE history_key BETWEEN ?1 AND ?2",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![base, last], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        match highest {
+            None => Ok(base),
+            Some(h) if h < last => Ok(h + 1),
+            Some(_) => Err(StoreError::HistoryFull {
+                action: action.to_string(),
+                requested_at: format_millis(at),
+            }),
+        }
     }
 
     // ---- backends -------------------------------------------------------------------
@@ -443,14 +604,14 @@ impl Store {
         let s = &action.snapshot;
         // Cached statements: a sync stores thousands of actions per transaction, and
         // parsing each statement anew was a third of the time (profiled).
-        let existing: Option<(i64, String, String)> = tx
+        let existing: Option<(i64, String, String, Option<i64>)> = tx
             .prepare_cached(
-                "SELECT id, snapshot_hash, status FROM actions
+                "SELECT id, snapshot_hash, status, history_key FROM actions
                  WHERE backend_id = ?1 AND external_id = ?2",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(params![backend_id, action.key.external_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
             })
             .optional()
@@ -466,7 +627,7 @@ impl Store {
             // The status is compared too: the engine closes an action it no longer sees
             // listed (`set_status`) without a new snapshot, and a backend that lists it
             // again, unchanged, must reopen it.
-            Some((_, hash, status))
+            Some((_, hash, status, _))
                 if *hash == action.snapshot_hash.0 && status == s.status.as_str() =>
             {
                 ActionChange::Unchanged
@@ -474,8 +635,9 @@ impl Store {
             Some(_) => ActionChange::Updated,
             None => ActionChange::Created,
         };
+        let old_key = existing.as_ref().and_then(|e| e.3);
         let id = match existing {
-            Some((id, _, _)) if change == ActionChange::Unchanged => id,
+            Some((id, _, _, _)) if change == ActionChange::Unchanged => id,
             _ => tx
                 .prepare_cached(
                     "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,
@@ -520,6 +682,23 @@ impl Store {
                 .map_err(|e| self.err(e))?,
         };
         if change != ActionChange::Unchanged {
+            // A new action gets its history key; a changed request time moves it to its
+            // new place (its document leaves the old key now and is written under the
+            // new one at commit).
+            let in_block = old_key
+                .is_some_and(|k| k & !history::SLOT_MASK == history_key_base(&s.requested_at));
+            if !in_block {
+                let key = self.next_history_key(tx, &action.key, &s.requested_at)?;
+                if let Some(old) = old_key {
+                    tx.prepare_cached("DELETE FROM action_search WHERE rowid = ?1")
+                        .and_then(|mut stmt| stmt.execute([old]))
+                        .map_err(|e| self.err(e))?;
+                }
+                tx.prepare_cached("UPDATE actions SET history_key = ?2 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![id, key]))
+                    .map_err(|e| self.err(e))?;
+            }
+            self.touch(tx, id);
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO snapshots (action_id, snapshot_hash, snapshot_json, first_seen_at)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -544,7 +723,7 @@ impl Store {
         action_id: i64,
         event: &TimelineEvent,
     ) -> Result<usize, StoreError> {
-        tx.prepare_cached(
+        let n = tx.prepare_cached(
             "INSERT OR IGNORE INTO timeline_events (action_id, at, source, kind, actor, text, external_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
@@ -559,7 +738,11 @@ impl Store {
                 event.external_id,
             ])
         })
-        .map_err(|e| self.err(e))
+        .map_err(|e| self.err(e))?;
+        if n > 0 {
+            self.touch(tx, action_id);
+        }
+        Ok(n)
     }
 
     /// Appends timeline events to a stored action. Unknown action → `UnknownAction`.
@@ -640,7 +823,9 @@ impl Store {
     /// Every action ever seen, newest request first.
     pub fn history(&self, limit: u32) -> Result<Vec<PendingAction>, StoreError> {
         let conn = self.conn();
-        let sql = format!("{ACTION_SELECT} ORDER BY a.requested_at DESC, a.id DESC LIMIT ?1");
+        let sql = format!(
+            "{ACTION_SELECT} WHERE a.history_key IS NOT NULL ORDER BY a.history_key DESC LIMIT ?1"
+        );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt.query([limit]).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -845,9 +1030,15 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<DeliveryClaim<'_>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let id = self.insert_decision(&tx, decision, events, now)?;
-        tx.commit().map_err(|e| self.err(e))?;
+        let tx = self.begin(&mut conn)?;
+        let id = match self.insert_decision(&tx, decision, events, now) {
+            Ok(id) => id,
+            Err(e) => {
+                self.touched().clear();
+                return Err(e);
+            }
+        };
+        self.commit(tx)?;
         self.in_flight().insert(id);
         Ok(DeliveryClaim {
             store: self,
@@ -890,6 +1081,7 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         let id = tx.last_insert_rowid();
+        self.touch(tx, action_id);
         self.append_audit(
             tx,
             &NewEntry {
@@ -1183,10 +1375,21 @@ impl Store {
     }
 }
 
-const ACTION_SELECT: &str = "SELECT b.name, a.external_id, a.kind, a.title, a.summary, a.requester,
+/// The columns `action_from_row` reads, in its order (then `a.id` at 16 and
+/// `a.history_key` at 17), from `actions a` joined with `backends b`.
+macro_rules! action_columns {
+    () => {
+        "b.name, a.external_id, a.kind, a.title, a.summary, a.requester,
         a.requested_at, a.expires_at, a.resource, a.details_json, a.status, a.approvals_required,
-        a.reviews_json, a.web_url, a.snapshot_hash, a.form_json, a.id
-    FROM actions a JOIN backends b ON b.id = a.backend_id";
+        a.reviews_json, a.web_url, a.snapshot_hash, a.form_json, a.id, a.history_key"
+    };
+}
+const ACTION_COLUMNS: &str = action_columns!();
+const ACTION_SELECT: &str = concat!(
+    "SELECT ",
+    action_columns!(),
+    " FROM actions a JOIN backends b ON b.id = a.backend_id"
+);
 
 /// Columns read by `decision_from_row`, in its order.
 const DECISION_COLUMNS: &str = "d.id, b.name, a.external_id, d.verdict, d.reason, d.decided_at,
@@ -1201,6 +1404,17 @@ fn backend_id(conn: &Connection, name: &str) -> Result<Option<i64>, rusqlite::Er
         r.get(0)
     })
     .optional()
+}
+
+/// Appends "first second" and a line break to a search document's notes.
+fn push_note(notes: &mut String, r: &Row<'_>) -> rusqlite::Result<()> {
+    let first: String = r.get(0)?;
+    let second: String = r.get(1)?;
+    notes.push_str(&first);
+    notes.push(' ');
+    notes.push_str(&second);
+    notes.push('\n');
+    Ok(())
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

@@ -2,9 +2,61 @@
 //! each runs in its own transaction with the version bump, so a crash leaves the file
 //! at a whole version. Never edit a migration that has shipped: add one.
 //!
-//! Room left on purpose: every table has an integer rowid, so an FTS5 index with
-//! `content=` over actions/timeline text and an append-only audit chain table can be
-//! added by later migrations without rewriting these.
+//! Room left on purpose: every table has an integer rowid, so later migrations can add
+//! indexes over them without rewriting these.
+
+/// Fills `actions.history_key` for rows that have none and indexes those rows in
+/// `action_search`: used by migration 5 for an existing store, and by bulk loaders (the
+/// bench generator) that write rows with plain SQL. A macro so that migration 5 can
+/// `concat!` it; [`FILL_SEARCH`] is the same text.
+///
+/// The key is `(requested_at in epoch ms, clamped to [0, 2^43)) << 20 | slot`, the slot
+/// being the row's rank by id among the actions requested in the same millisecond (what
+/// `Store::next_history_key` hands out one at a time). More than 2^20 actions in one
+/// millisecond cannot be keyed: those rows keep NULL (and stay out of history pages)
+/// rather than making the migration fail on a file a hostile backend filled.
+/// `notes` must hold the same words as `Store::write_search_doc` writes.
+macro_rules! fill_search_sql {
+    () => {
+        r#"
+CREATE TEMP TABLE search_fill AS
+SELECT id, ms * 1048576 + slot AS key
+FROM (
+    SELECT id, ms, row_number() OVER (PARTITION BY ms ORDER BY id) - 1 AS slot
+    FROM (
+        SELECT id, coalesce(
+                max(0, min(8796093022207,
+                    CAST(strftime('%s', requested_at) AS INTEGER) * 1000
+                    + CAST(substr(strftime('%f', requested_at), 4, 3) AS INTEGER))),
+                CASE WHEN substr(requested_at, 1, 1) = '-' THEN 0 ELSE 8796093022207 END
+            ) AS ms
+        FROM actions WHERE history_key IS NULL
+    )
+)
+WHERE slot < 1048576;
+-- Keys already taken (rows keyed before) are not handed out twice.
+DELETE FROM temp.search_fill
+WHERE key IN (SELECT history_key FROM actions WHERE history_key IS NOT NULL);
+
+UPDATE actions SET history_key = f.key FROM temp.search_fill AS f WHERE actions.id = f.id;
+
+INSERT INTO action_search (rowid, title, summary, requester, resource, details, notes)
+SELECT f.key, a.title, a.summary, a.requester, a.resource, a.details_json,
+    coalesce((SELECT group_concat(coalesce(e.actor, '') || ' ' || e.text, char(10))
+              FROM timeline_events e WHERE e.action_id = a.id), '')
+    || char(10) ||
+    coalesce((SELECT group_concat(d.approver || ' ' || d.reason, char(10))
+              FROM decisions d WHERE d.action_id = a.id), '')
+FROM temp.search_fill AS f JOIN actions a ON a.id = f.id
+ORDER BY f.key;
+
+DROP TABLE temp.search_fill;
+"#
+    };
+}
+
+/// See [`fill_search_sql`]: keys and search documents for rows written without them.
+pub const FILL_SEARCH: &str = fill_search_sql!();
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -208,4 +260,42 @@ CREATE INDEX actions_by_status_requested ON actions (status, requested_at);
 CREATE INDEX actions_by_requester_requested ON actions (requester, requested_at);
 CREATE INDEX decisions_by_verdict ON decisions (verdict, action_id);
 "#,
+    // 5: one search document per action, keyed in history order. Migration 4's three
+    // indexes answered "deploy" by collecting every matching row of three indexes (5M
+    // timeline rows at scale) and sorting them to take 100: seconds for common words.
+    // Now each action has one FTS5 document (title … details, plus `notes`: its
+    // timeline lines with their actors and its decisions' approvers and reasons) whose
+    // rowid is `history_key`, an integer that sorts like the history (newest request
+    // first, see FILL_SEARCH), so a search walks the index newest-first and stops
+    // after a page. The store writes the documents itself, once per transaction for
+    // each action touched (store::Store::write_search_doc): the triggers wrote a tiny
+    // index segment per row and flushed it at every statement.
+    concat!(
+        r#"
+DROP TRIGGER actions_fts_insert;
+DROP TRIGGER actions_fts_update;
+DROP TRIGGER timeline_fts_insert;
+DROP TRIGGER decisions_fts_insert;
+DROP TABLE action_fts;
+DROP TABLE event_fts;
+DROP TABLE decision_fts;
+DROP INDEX actions_by_requested_at;
+DROP INDEX actions_by_backend_requested;
+DROP INDEX actions_by_status_requested;
+DROP INDEX actions_by_requester_requested;
+
+ALTER TABLE actions ADD COLUMN history_key INTEGER;
+CREATE VIRTUAL TABLE action_search USING fts5(
+    title, summary, requester, resource, details, notes,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+"#,
+        fill_search_sql!(),
+        r#"
+CREATE UNIQUE INDEX actions_by_history ON actions (history_key);
+CREATE INDEX actions_by_backend_history ON actions (backend_id, history_key);
+CREATE INDEX actions_by_status_history ON actions (status, history_key);
+CREATE INDEX actions_by_requester_history ON actions (requester, history_key);
+"#
+    ),
 ];

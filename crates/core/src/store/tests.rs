@@ -633,3 +633,415 @@ fn snapshot_versions_keep_every_stored_version_oldest_first() {
     );
     assert_eq!(versions[1].snapshot.title, "Deploy v2");
 }
+
+// ---- history keys and the search document (migration 5) ----
+
+/// FTS5's own consistency check of `action_search` against its content.
+fn search_index_is_consistent(store: &Store) {
+    store
+        .conn()
+        .execute_batch("INSERT INTO action_search (action_search) VALUES ('integrity-check');")
+        .unwrap();
+}
+
+fn search_docs(store: &Store) -> i64 {
+    store
+        .conn()
+        .query_row("SELECT count(*) FROM action_search", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn history_key_of(store: &Store, external_id: &str) -> Option<i64> {
+    store
+        .conn()
+        .query_row(
+            "SELECT history_key FROM actions WHERE external_id = ?1",
+            [external_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn the_search_document_follows_later_timeline_lines_reasons_details_and_renames() {
+    let (_dir, store) = file_store();
+    let mut a = remote("d1", "Deploy payments", &[("e1", "requested")]);
+    a.action.snapshot.details[0].value = "zebrafish-7".into();
+    a.action = PendingAction::new(a.action.key.clone(), a.action.snapshot.clone());
+    let other = remote("d2", "Restart nginx", &[]);
+    store
+        .apply_remote("prod", &[a.clone(), other.clone()], t(0))
+        .unwrap();
+    let key = a.action.key.clone();
+    assert_eq!(history_ids(&store, &text("zebrafish")), ["d1"], "details");
+
+    // A timeline line added later, by the engine or by a backend.
+    assert!(history_ids(&store, &text("flaky")).is_empty());
+    let later = TimelineEvent::local(
+        t(5),
+        TimelineKind::Viewed,
+        Some("mia".into()),
+        "smoke tests flaky",
+    );
+    assert_eq!(store.append_timeline(&key, &[later]).unwrap(), 1);
+    assert_eq!(
+        history_ids(&store, &text("flaky")),
+        ["d1"],
+        "later timeline line"
+    );
+    assert_eq!(history_ids(&store, &text("mia smoke")), ["d1"], "its actor");
+    let mut seen_again = a.clone();
+    seen_again
+        .timeline
+        .push(remote("d1", "", &[("e2", "quorum reached by ops")]).timeline[0].clone());
+    store.apply_remote("prod", &[seen_again], t(6)).unwrap();
+    assert_eq!(history_ids(&store, &text("quorum")), ["d1"], "backend line");
+
+    // A decision's reason and approver.
+    let mut d = decision(&key, "k-d1", &a.action.snapshot_hash);
+    d.reason = "quokka window approved".into();
+    d.approver = "zoe@example.com".into();
+    drop(store.record_decision(&d, &[], t(10)).unwrap());
+    assert_eq!(history_ids(&store, &text("quokka")), ["d1"], "reason");
+    assert_eq!(history_ids(&store, &text("zoe")), ["d1"], "approver");
+    // Words from the row, a line and a reason together: one document.
+    assert_eq!(
+        history_ids(&store, &text("zebrafish flaky quokka payments")),
+        ["d1"]
+    );
+
+    // A status set locally with its event.
+    let gone = TimelineEvent::local(t(11), TimelineKind::Cancelled, None, "vanished upstream");
+    store
+        .set_status(&other.action.key, ActionStatus::Cancelled, &gone, t(11))
+        .unwrap();
+    assert_eq!(history_ids(&store, &text("vanished")), ["d2"]);
+
+    // A new title is found under its new words, not the old, and the older words of
+    // the action (its details, its timeline) still find it.
+    let mut renamed = a.clone();
+    renamed.action.snapshot.title = "Roll back payments".into();
+    renamed.action = PendingAction::new(key.clone(), renamed.action.snapshot);
+    store.apply_remote("prod", &[renamed], t(20)).unwrap();
+    assert_eq!(history_ids(&store, &text("roll")), ["d1"]);
+    assert!(history_ids(&store, &text("deploy")).is_empty());
+    assert_eq!(history_ids(&store, &text("flaky quokka")), ["d1"]);
+    assert_eq!(search_docs(&store), 2, "one document per action");
+    search_index_is_consistent(&store);
+}
+
+#[test]
+fn a_failed_write_leaves_the_search_index_as_it_was() {
+    let (_dir, store) = file_store();
+    let a = remote("f1", "Deploy payments", &[]);
+    store
+        .apply_remote("prod", std::slice::from_ref(&a), t(0))
+        .unwrap();
+    // A batch naming an unknown backend fails after nothing; one whose second action
+    // cannot be keyed fails after the first was written: both roll back whole.
+    let base = history_key_base(&t(0));
+    store
+        .conn()
+        .execute(
+            "UPDATE actions SET history_key = ?1 WHERE external_id = 'f1'",
+            [base | history::SLOT_MASK],
+        )
+        .unwrap();
+    store
+        .conn()
+        .execute(
+            "UPDATE action_search SET rowid = ?1",
+            [base | history::SLOT_MASK],
+        )
+        .unwrap();
+    let mut fine = remote("f2", "Rotate walrus keys", &[("x", "walrus line")]);
+    fine.action.snapshot.requested_at = t(60);
+    fine.action = PendingAction::new(fine.action.key.clone(), fine.action.snapshot);
+    let full = remote("f3", "Deploy walrus", &[]); // requested at t(0): block full
+    let err = store
+        .apply_remote("prod", &[fine.clone(), full], t(1))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::HistoryFull { action, .. } if action == "prod/f3"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("same millisecond"), "{err}");
+    assert!(
+        store.action(&fine.action.key).unwrap().is_none(),
+        "rolled back"
+    );
+    assert!(history_ids(&store, &text("walrus")).is_empty());
+    assert_eq!(search_docs(&store), 1);
+    // The next write indexes what it wrote, and only that.
+    store.apply_remote("prod", &[fine], t(2)).unwrap();
+    assert_eq!(history_ids(&store, &text("walrus")), ["f2"]);
+    assert_eq!(history_ids(&store, &text("deploy")), ["f1"]);
+    search_index_is_consistent(&store);
+}
+
+#[test]
+fn history_keys_order_by_request_time_then_arrival_and_follow_a_changed_time() {
+    let (_dir, store) = file_store();
+    let at = |id: &str, secs: i64| {
+        let mut r = remote(id, "Deploy kiwi", &[]);
+        r.action.snapshot.requested_at = t(secs);
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        r
+    };
+    // Same millisecond: slots in arrival order; an earlier time sorts below.
+    store
+        .apply_remote("prod", &[at("k1", 10), at("k2", 10), at("k0", 5)], t(0))
+        .unwrap();
+    let base = history_key_base(&t(10));
+    assert_eq!(history_key_of(&store, "k1"), Some(base));
+    assert_eq!(history_key_of(&store, "k2"), Some(base + 1));
+    assert_eq!(history_key_of(&store, "k0"), Some(history_key_base(&t(5))));
+    let browse = |q: HistoryQuery| history_ids(&store, &q);
+    assert_eq!(browse(HistoryQuery::default()), ["k2", "k1", "k0"]);
+    assert_eq!(browse(text("kiwi")), ["k2", "k1", "k0"]);
+    // A slot freed in the block is not reused: the next one goes after the highest.
+    store.apply_remote("prod", &[at("k3", 10)], t(1)).unwrap();
+    assert_eq!(history_key_of(&store, "k3"), Some(base + 2));
+
+    // A backend moves k0's request time past the others: it moves in history (browse
+    // and search) and its document moves with it.
+    store.apply_remote("prod", &[at("k0", 30)], t(2)).unwrap();
+    assert_eq!(history_key_of(&store, "k0"), Some(history_key_base(&t(30))));
+    assert_eq!(browse(HistoryQuery::default()), ["k0", "k3", "k2", "k1"]);
+    assert_eq!(browse(text("kiwi")), ["k0", "k3", "k2", "k1"]);
+    assert_eq!(store.history(10).unwrap()[0].key.external_id, "k0");
+    // Only its title changed: the key stays.
+    let mut retitled = at("k0", 30);
+    retitled.action.snapshot.title = "Deploy kiwi twice".into();
+    retitled.action = PendingAction::new(retitled.action.key.clone(), retitled.action.snapshot);
+    store.apply_remote("prod", &[retitled], t(3)).unwrap();
+    assert_eq!(history_key_of(&store, "k0"), Some(history_key_base(&t(30))));
+    assert_eq!(browse(text("twice")), ["k0"]);
+    assert_eq!(search_docs(&store), 4);
+    search_index_is_consistent(&store);
+
+    // Times outside 1970..2248 are clamped to the ends, not refused.
+    let mut old = at("k-old", 0);
+    old.action.snapshot.requested_at = Utc.with_ymd_and_hms(1960, 1, 1, 0, 0, 0).unwrap();
+    old.action = PendingAction::new(old.action.key.clone(), old.action.snapshot);
+    store.apply_remote("prod", &[old], t(4)).unwrap();
+    assert_eq!(history_key_of(&store, "k-old"), Some(0));
+    assert_eq!(
+        browse(text("kiwi")).last().map(String::as_str),
+        Some("k-old")
+    );
+}
+
+#[test]
+fn search_pages_by_the_history_key_without_repeats_or_gaps() {
+    let (_dir, store) = file_store();
+    let mut all = Vec::new();
+    for i in 0..230 {
+        let mut r = remote(&format!("s{i:03}"), "Deploy otter", &[]);
+        r.action.snapshot.requested_at = t(i64::from(i / 3)); // threes share a time
+        if i % 4 == 0 {
+            r.action.snapshot.title = "Deploy otter canary".into();
+        }
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        all.push(r);
+    }
+    store.apply_remote("prod", &all, t(0)).unwrap();
+    let collect = |mut q: HistoryQuery| {
+        let mut seen = Vec::new();
+        loop {
+            let page = store.history_page(&q).unwrap();
+            assert!(page.actions.len() <= 50);
+            seen.extend(page.actions.into_iter().map(|a| a.key.external_id));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => return seen,
+            }
+        }
+    };
+    let browse = collect(HistoryQuery {
+        limit: Some(50),
+        ..HistoryQuery::default()
+    });
+    let search = collect(HistoryQuery {
+        limit: Some(50),
+        text: Some("otter".into()),
+        ..HistoryQuery::default()
+    });
+    assert_eq!(browse.len(), 230);
+    assert_eq!(search, browse, "search walks the same order as browsing");
+    let canary = collect(HistoryQuery {
+        limit: Some(50),
+        text: Some("canary otter".into()),
+        from: Some(t(10)),
+        to: Some(t(70)),
+        ..HistoryQuery::default()
+    });
+    let expected: Vec<String> = (30..210)
+        .rev()
+        .filter(|i| i % 4 == 0)
+        .map(|i| format!("s{i:03}"))
+        .collect();
+    assert_eq!(canary, expected);
+    // A cursor this store did not hand out is a typed error, not a panic.
+    let bad = HistoryQuery {
+        after: Some(HistoryCursor {
+            requested_at: "yesterday".into(),
+            row: 1,
+        }),
+        ..HistoryQuery::default()
+    };
+    assert!(matches!(
+        store.history_page(&bad),
+        Err(StoreError::BadCursor(_))
+    ));
+}
+
+/// Every filter shape the window sends reads an index in history order: no sorting of
+/// all matches, no per-row MATCH.
+#[test]
+fn history_queries_read_indexes_in_order_without_sorting() {
+    let (_dir, store) = file_store();
+    let q = |f: &dyn Fn(&mut HistoryQuery)| {
+        let mut q = HistoryQuery::default();
+        f(&mut q);
+        q
+    };
+    let cases = [
+        q(&|_| {}),
+        q(&|q| q.backend = Some("prod".into())),
+        q(&|q| q.status = Some(ActionStatus::Denied)),
+        q(&|q| q.requester = Some("ana".into())),
+        q(&|q| q.verdict = Some(Verdict::Deny)),
+        q(&|q| {
+            q.backend = Some("prod".into());
+            q.status = Some(ActionStatus::Expired);
+        }),
+        q(&|q| {
+            q.from = Some(t(0));
+            q.to = Some(t(600));
+        }),
+        q(&|q| {
+            q.requester = Some("ana".into());
+            q.status = Some(ActionStatus::Approved);
+            q.from = Some(t(0));
+            q.to = Some(t(600));
+        }),
+        q(&|q| q.text = Some("canary".into())),
+        q(&|q| {
+            q.text = Some("canary deploy".into());
+            q.status = Some(ActionStatus::Approved);
+            q.requester = Some("ana".into());
+            q.backend = Some("prod".into());
+        }),
+    ];
+    let conn = store.conn();
+    for case in &cases {
+        let (sql, args) = history::history_sql(case, 100).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(!plan.contains("TEMP B-TREE"), "{case:?}: {plan}");
+        if case.text.is_some() {
+            assert!(
+                plan.starts_with("SCAN s VIRTUAL TABLE"),
+                "{case:?}: FTS5 first: {plan}"
+            );
+        } else {
+            assert!(
+                plan.contains("USING INDEX actions_by_")
+                    && plan.contains("history")
+                    && !plan.contains("SCAN b"),
+                "{case:?}: {plan}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_version_4_store_migrates_into_one_search_document_per_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        for (i, sql) in schema::MIGRATIONS[..4].iter().enumerate() {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let action = |id: i64, ext: &str, title: &str, at: &str| {
+            format!(
+                "INSERT INTO actions (id, backend_id, external_id, kind, title, summary,
+                     requester, requested_at, resource, details_json, approvals_required,
+                     reviews_json, status, snapshot_hash, first_seen_at, updated_at)
+                 VALUES ({id}, 1, '{ext}', 'deployment', '{title}', '', 'rui', '{at}', 'api',
+                     '[{{\"key\":\"image\",\"value\":\"pelican:{id}\"}}]', 1, '[]',
+                     'approved', 'h{id}', '{at}', '{at}');"
+            )
+        };
+        conn.execute_batch(&format!(
+            "INSERT INTO backends (id, name, kind, url) VALUES (1, 'prod', 'countersign', 'x');
+             {} {} {} {}
+             INSERT INTO timeline_events (action_id, at, source, kind, actor, text)
+             VALUES (7, '2026-11-25T09:00:01.000Z', 'backend', 'viewed', 'mia',
+                 'heron sighted');
+             INSERT INTO decisions (action_id, verdict, reason, decided_at, approver,
+                 snapshot_hash, idempotency_key, payload)
+             VALUES (8, 'deny', 'egret season', '2026-11-25T09:00:10.000Z', 'ana', 'h8',
+                 'k1', '{{}}');",
+            action(7, "a7", "Deploy one", "2026-11-25T09:00:00.000Z"),
+            action(8, "a8", "Deploy two", "2026-11-25T09:00:00.000Z"),
+            action(3, "a3", "Deploy three", "2026-11-25T10:00:00.000Z"),
+            action(9, "a9", "Deploy old", "1969-07-20T20:17:00.000Z"),
+        ))
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let base = history_key_base(&t(0));
+    assert_eq!(history_key_of(&store, "a7"), Some(base), "same ms: by id");
+    assert_eq!(history_key_of(&store, "a8"), Some(base + 1));
+    assert_eq!(
+        history_key_of(&store, "a3"),
+        Some(history_key_base(&t(3600)))
+    );
+    assert_eq!(history_key_of(&store, "a9"), Some(0), "clamped");
+    assert_eq!(
+        history_ids(&store, &HistoryQuery::default()),
+        ["a3", "a8", "a7", "a9"]
+    );
+    assert_eq!(
+        history_ids(&store, &text("deploy")),
+        ["a3", "a8", "a7", "a9"]
+    );
+    assert_eq!(history_ids(&store, &text("heron mia")), ["a7"], "timeline");
+    assert_eq!(history_ids(&store, &text("egret ana")), ["a8"], "decision");
+    assert_eq!(history_ids(&store, &text("pelican")).len(), 4, "details");
+    assert_eq!(search_docs(&store), 4);
+    search_index_is_consistent(&store);
+    {
+        let conn = store.conn();
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_fts%'
+                    OR name LIKE 'actions_by_%requested%' OR name = 'search_fill'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the old indexes and triggers are gone");
+    }
+    // The migrated store keeps writing documents itself.
+    let key = ActionKey::new("prod", "a9");
+    let line = TimelineEvent::local(t(5), TimelineKind::Viewed, None, "ibis");
+    store.append_timeline(&key, &[line]).unwrap();
+    assert_eq!(history_ids(&store, &text("ibis")), ["a9"]);
+    drop(store);
+    // Reopening does not migrate (or fill) again.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(search_docs(&store), 4);
+}
