@@ -1,12 +1,13 @@
 //! Writes a large, plausible history straight into a Countersign store file.
 //!
 //! The file is created (or opened) with the engine's own `Store::open`, so it carries the
-//! real schema, migrations and FTS triggers; the rows are then written with plain SQL on
-//! a second connection to that file, in large transactions, because going through
-//! `apply_remote` one action at a time (an upsert, a lookup and a transaction each) would
-//! take an hour for a million actions. Every row goes through the same tables and
-//! triggers the engine writes through, so the full-text indexes stay consistent, and
-//! everything derived is computed by the engine's own functions: snapshot hashes
+//! real schema and migrations; the rows are then written with plain SQL on a second
+//! connection to that file, in large transactions, because going through `apply_remote`
+//! one action at a time (an upsert, a lookup and a transaction each) would take an hour
+//! for a million actions. Every row goes into the same tables the engine writes; the
+//! history keys and search documents the store would write are filled at the end by the
+//! store's own statement (`store::FILL_SEARCH`, as migration 5 fills an existing store),
+//! and everything derived is computed by the engine's own functions: snapshot hashes
 //! (`snapshot::hash`), decision payloads and signatures (`audit::decision_payload`,
 //! `Signer::sign`) and the audit chain's hashes (`audit::entry_hash`). The result
 //! verifies with `countersign verify`.
@@ -26,7 +27,7 @@ use countersign_core::model::{
 use countersign_core::signer::{MemoryKeyStore, Signer, SignerError};
 use countersign_core::snapshot::{self, format_millis};
 use countersign_core::store::{Store, StoreError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use thiserror::Error;
 
 use crate::words::{self, Rng};
@@ -168,13 +169,9 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
     if existing != 0 {
         return Err(GenError::NotEmpty(path.to_owned()));
     }
-    // The full-text indexes are filled once at the end, the way migration 4 fills them
-    // for an existing store (one INSERT … SELECT per index), instead of row by row by
-    // the insert triggers: one pass builds large index segments instead of merging
-    // thousands of small ones, which is most of the cost of a bulk load. The triggers
-    // are put back exactly as the schema wrote them (their SQL is kept from
-    // sqlite_master), in the same transaction that fills the indexes.
-    let triggers = take_fts_triggers(&mut conn).map_err(sql)?;
+    // History keys and the full-text index are filled once at the end, the way
+    // migration 5 fills them for an existing store (store::FILL_SEARCH): one pass builds
+    // large index segments instead of merging thousands of small ones.
     let backends = opts.backends.max(1);
     let mut backend_ids = Vec::new();
     {
@@ -424,10 +421,10 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
         return Err(GenError::Builder);
     }
     let started_fts = Instant::now();
-    restore_fts(&mut conn, &triggers).map_err(sql)?;
+    fill_search(&mut conn).map_err(sql)?;
     if !opts.quiet {
         eprintln!(
-            "generate: full-text indexes filled in {:.1} s",
+            "generate: history keys and search index filled in {:.1} s",
             started_fts.elapsed().as_secs_f64()
         );
     }
@@ -443,66 +440,10 @@ pub fn generate(path: &Path, opts: &GenOptions) -> Result<GenReport, GenError> {
 /// (JSON, hashes, signatures) costs more than writing them.
 const BUILDERS: usize = 2;
 
-/// The triggers that keep the full-text indexes in step with inserts, and the
-/// statement that fills each index from its table (as in migration 4).
-const FTS_FILL: &[(&str, &str)] = &[
-    (
-        "actions_fts_insert",
-        "INSERT INTO action_fts (rowid, title, summary, requester, resource, details)
-         SELECT id, title, summary, requester, resource, details_json FROM actions",
-    ),
-    (
-        "timeline_fts_insert",
-        "INSERT INTO event_fts (rowid, text, actor, action_id)
-         SELECT id, text, actor, action_id FROM timeline_events",
-    ),
-    (
-        "decisions_fts_insert",
-        "INSERT INTO decision_fts (rowid, reason, approver, action_id)
-         SELECT id, reason, approver, action_id FROM decisions",
-    ),
-];
-
-/// Drops the insert triggers of the full-text indexes and returns their SQL. A schema
-/// without them (a later migration renamed them) keeps whatever it has: the rows are
-/// then indexed by its own triggers as they are written, and nothing is filled later.
-fn take_fts_triggers(conn: &mut Connection) -> rusqlite::Result<Vec<(String, String)>> {
+/// Gives every action written here its history key and search document, atomically.
+fn fill_search(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let mut kept = Vec::new();
-    for (name, _) in FTS_FILL {
-        let sql: Option<String> = tx
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(sql) = sql {
-            kept.push(((*name).to_owned(), sql));
-        }
-    }
-    if kept.len() != FTS_FILL.len() {
-        return Ok(Vec::new());
-    }
-    for (name, _) in &kept {
-        tx.execute_batch(&format!("DROP TRIGGER \"{name}\";"))?;
-    }
-    tx.commit()?;
-    Ok(kept)
-}
-
-/// Fills the full-text indexes from the tables and puts their triggers back, atomically.
-fn restore_fts(conn: &mut Connection, triggers: &[(String, String)]) -> rusqlite::Result<()> {
-    if triggers.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    for (name, fill) in FTS_FILL {
-        tx.execute_batch(fill)?;
-        if let Some((_, sql)) = triggers.iter().find(|(n, _)| n == name) {
-            tx.execute_batch(sql)?;
-        }
-    }
+    tx.execute_batch(countersign_core::store::FILL_SEARCH)?;
     tx.commit()
 }
 

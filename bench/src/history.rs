@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use countersign_core::model::{ActionStatus, Verdict};
-use countersign_core::store::{HistoryQuery, Store};
+use countersign_core::store::{history_key_base, HistoryQuery, Store};
 use countersign_core::Engine;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
@@ -28,7 +28,7 @@ struct Case {
 
 const PAGE: u32 = 100;
 
-/// `"word"*` for each word, as the store quotes them.
+/// `"word"*` for each word, as the store quotes them (`store::history::fts_terms`).
 fn terms(text: &str) -> Vec<String> {
     text.split_whitespace()
         .map(|w| w.replace('"', ""))
@@ -37,31 +37,21 @@ fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The store's browse shape (store/history.rs): the actions' history-key indexes read
+/// newest-first, always bounded above (the first page by the largest key).
 fn floor(clauses: &[String]) -> String {
+    let mut all = vec![format!("a.history_key < {}", i64::MAX)];
+    all.extend(clauses.iter().cloned());
     format!(
-        "SELECT a.id FROM actions a JOIN backends b ON b.id = a.backend_id{} \
-         ORDER BY a.requested_at DESC, a.id DESC LIMIT {}",
-        if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        },
+        "SELECT a.id FROM actions a WHERE {} ORDER BY a.history_key DESC LIMIT {}",
+        all.join(" AND "),
         PAGE + 1
     )
 }
 
+/// The store's search shape: the FTS5 table walked newest-first by its rowid (the
+/// history key), each match looked up in actions, all words in one MATCH.
 fn text_case(text: &str) -> Case {
-    let mut clauses = Vec::new();
-    let mut args = Vec::new();
-    for t in terms(text) {
-        args.push(Value::Text(t));
-        let n = args.len();
-        clauses.push(format!(
-            "a.id IN (SELECT rowid FROM action_fts WHERE action_fts MATCH ?{n} \
-             UNION SELECT action_id FROM event_fts WHERE event_fts MATCH ?{n} \
-             UNION SELECT action_id FROM decision_fts WHERE decision_fts MATCH ?{n})"
-        ));
-    }
     Case {
         label: format!("search \"{text}\""),
         query: HistoryQuery {
@@ -69,8 +59,13 @@ fn text_case(text: &str) -> Case {
             limit: Some(PAGE),
             ..HistoryQuery::default()
         },
-        floor_sql: floor(&clauses),
-        floor_args: args,
+        floor_sql: format!(
+            "SELECT a.id FROM action_search s CROSS JOIN actions a ON a.history_key = s.rowid \
+             WHERE s.action_search MATCH ?1 AND s.rowid < {} ORDER BY s.rowid DESC LIMIT {}",
+            i64::MAX,
+            PAGE + 1
+        ),
+        floor_args: vec![Value::Text(terms(text).join(" "))],
     }
 }
 
@@ -85,14 +80,18 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
     };
     let github = backend_name(2);
     let prod = backend_name(0);
+    // Whole milliseconds, as request times are stored: the key of `mid` is then the first
+    // key requested at or after it, as the store computes it.
     let mid = span.0 + (span.1 - span.0) / 2;
+    let mid = DateTime::from_timestamp_millis(mid.timestamp_millis()).unwrap_or(mid);
     let week_end = mid + chrono::Duration::days(7);
-    let millis = |t: DateTime<Utc>| countersign_core::snapshot::format_millis(&t);
+    let key = |t: DateTime<Utc>| Value::Integer(history_key_base(&t));
+    let by_backend = "a.backend_id = (SELECT id FROM backends WHERE name = ?1)";
     vec![
         Case {
             label: format!("backend {github}"),
             query: q(&|q| q.backend = Some(github.clone())),
-            floor_sql: floor(&["b.name = ?1".into()]),
+            floor_sql: floor(&[by_backend.into()]),
             floor_args: vec![Value::Text(github.clone())],
         },
         Case {
@@ -122,7 +121,7 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
                 q.backend = Some(prod.clone());
                 q.status = Some(ActionStatus::Expired);
             }),
-            floor_sql: floor(&["b.name = ?1".into(), "a.status = ?2".into()]),
+            floor_sql: floor(&[by_backend.into(), "a.status = ?2".into()]),
             floor_args: vec![Value::Text(prod.clone()), Value::Text("expired".into())],
         },
         Case {
@@ -131,8 +130,8 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
                 q.from = Some(mid);
                 q.to = Some(week_end);
             }),
-            floor_sql: floor(&["a.requested_at >= ?1".into(), "a.requested_at < ?2".into()]),
-            floor_args: vec![Value::Text(millis(mid)), Value::Text(millis(week_end))],
+            floor_sql: floor(&["a.history_key >= ?1".into(), "a.history_key < ?2".into()]),
+            floor_args: vec![key(mid), key(week_end)],
         },
         Case {
             label: "requester ana + status approved, one week".into(),
@@ -145,14 +144,14 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
             floor_sql: floor(&[
                 "a.requester = ?1".into(),
                 "a.status = ?2".into(),
-                "a.requested_at >= ?3".into(),
-                "a.requested_at < ?4".into(),
+                "a.history_key >= ?3".into(),
+                "a.history_key < ?4".into(),
             ]),
             floor_args: vec![
                 Value::Text("ana".into()),
                 Value::Text("approved".into()),
-                Value::Text(millis(mid)),
-                Value::Text(millis(week_end)),
+                key(mid),
+                key(week_end),
             ],
         },
     ]
