@@ -655,13 +655,34 @@ impl Prefect {
     }
 }
 
-/// A websocket failure as a backend error.
+/// A websocket failure as a backend error: what the server sent that no websocket server
+/// may send (bad frames, text that is not UTF-8) is malformed data, not a network fault.
 fn ws_error(url: &str, limits: &Limits, e: tungstenite::Error) -> BackendError {
+    use tungstenite::error::ProtocolError;
+    let malformed = |detail: String| BackendError::Malformed {
+        url: url.to_owned(),
+        field: "(frame)".into(),
+        detail,
+    };
     match e {
         tungstenite::Error::Capacity(_) => BackendError::TooLarge {
             url: url.to_owned(),
             limit: limits.max_event_bytes,
         },
+        tungstenite::Error::Utf8(detail) => {
+            malformed(format!("a text message is not UTF-8: {detail}"))
+        }
+        tungstenite::Error::AttackAttempt => malformed(e.to_string()),
+        // The connection ended or broke: the network's doing, not the data's.
+        tungstenite::Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::HandshakeIncomplete,
+        ) => BackendError::Unreachable {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        },
+        tungstenite::Error::Protocol(p) => malformed(p.to_string()),
         e => BackendError::Unreachable {
             url: url.to_owned(),
             detail: e.to_string(),
