@@ -1,14 +1,16 @@
-//! Hostile backends, each a real HTTP server on 127.0.0.1 written here: one that floods
-//! 50 MB of JSON (with and without a declared length), one that sends invalid UTF-8, one
-//! with the wrong types, one that answers 500, one that asks to slow down with 429/503
-//! and `Retry-After`, event streams that drop every few events (also mid-event) and one
-//! that hangs mid-stream. For each: the engine stops within its limits, the backend is
-//! degraded with an error that says what happened, a healthy reference server in the
-//! same engine keeps syncing, and the store file is intact (integrity check, audit chain).
+//! Hostile backends, each a real HTTP server on 127.0.0.1 (`tests/common/faults.rs`):
+//! one that floods 50 MB of JSON (with and without a declared length), one that sends
+//! invalid UTF-8, one with the wrong types, one that answers 500, one that asks to slow
+//! down with 429/503 and `Retry-After`, event streams that drop every few events (also
+//! mid-event) and one that hangs mid-stream. For each: the engine stops within its
+//! limits, the backend is degraded with an error that says what happened, a healthy
+//! reference server in the same engine keeps syncing, and the store file is intact
+//! (integrity check, audit chain).
 //!
 //! `tests/degraded_backends.rs` covers a list that hangs mid-body, non-JSON and one
 //! wrong-typed field for the open protocol; this file covers the rest, for every HTTP
-//! kind where the fault is kind-independent.
+//! kind where the fault is kind-independent; `tests/faults_prefect_stream.rs` covers the
+//! Prefect events websocket.
 
 mod common;
 #[path = "common/faults.rs"]

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::TOKEN;
+use countersign_core::backends::Limits;
 use countersign_core::config::BackendConfig;
 use countersign_core::model::{ActionKey, ActionStatus};
 use countersign_core::store::Store;
@@ -73,6 +74,8 @@ struct World {
     /// Every event message sent so far: a `backfill` filter gets them again.
     sent: Vec<String>,
     counter: u64,
+    /// Sockets take the `auth` message and never answer it.
+    auth_hangs: bool,
 }
 
 impl World {
@@ -228,6 +231,16 @@ impl FakePrefect {
             .expect("server alive")
     }
 
+    /// The next request the server sees for `path`, passing over the others.
+    async fn next_request(&mut self, path: &str) -> Seen {
+        loop {
+            let seen = self.server.next(Duration::from_secs(15), path).await;
+            if seen.path == path {
+                return seen;
+            }
+        }
+    }
+
     /// A new run, paused; its event is not sent.
     fn pause(&self, id: &str) {
         let mut world = self.world.lock().unwrap();
@@ -315,6 +328,10 @@ async fn session(
     let Some(auth) = next_json(&mut ws).await else {
         return;
     };
+    if world.lock().unwrap().auth_hangs {
+        perform(Cmd::Hang, &mut ws, &flooded).await;
+        return;
+    }
     if auth["type"] != "auth" || auth["token"] != TOKEN {
         let refusal = json!({"type": "auth_failure", "reason": "bad token"});
         let _ = ws.send(Message::text(refusal.to_string())).await;
@@ -805,5 +822,43 @@ async fn a_huge_frame_or_message_on_the_events_socket_is_refused_at_the_event_li
     }
     assert_each_pause_recorded_once(&run.store, &pf);
     drop(conn);
+    run.stop().await;
+}
+
+/// A socket that takes the `auth` message and never answers it is given up after the
+/// request deadline (3 s here): the backend polls instead, a run that pauses later
+/// arrives by polling, and the good backend keeps syncing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_socket_that_never_answers_auth_is_given_up_for_polling() {
+    let mut pf = FakePrefect::start().await;
+    pf.world.lock().unwrap().auth_hangs = true;
+    pf.pause("r0");
+    let mut rig = Rig::new();
+    let mut config = config(PF, "prefect", pf.url());
+    config.poll_interval_secs = Some(1);
+    let limits = Limits {
+        request_timeout: Duration::from_secs(3),
+        ..limits()
+    };
+    rig.add(config, limits);
+    let mut run = rig.start();
+    run.until(Duration::from_secs(15), "r0 by the first list", |s| {
+        status_of(s, "r0") == Some(ActionStatus::Pending)
+    })
+    .await;
+    // Paused once the engine is waiting on the socket: only polling can bring it.
+    let upgrade = pf.next_request("/api/events/out").await;
+    pf.pause("r1");
+    run.until(Duration::from_secs(20), "r1 by polling", |s| {
+        status_of(s, "r1") == Some(ActionStatus::Pending)
+    })
+    .await;
+    let polled = pf.next_request("/api/flow_runs/filter").await;
+    assert!(
+        polled.at >= upgrade.at + Duration::from_secs(3),
+        "the engine waited the request deadline for the auth reply, then polled"
+    );
+    assert_eq!(run.status(PF).status, "ok", "polling works");
+    run.good_backend_syncs("live-1").await;
     run.stop().await;
 }
