@@ -11,7 +11,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::backends::{Backend, BackendError, BackendEvent, ListOutcome};
+use crate::backends::{blocking, Backend, BackendError, BackendEvent, ListOutcome};
 use crate::decide;
 use crate::model::{ActionKey, ActionStatus, RemoteAction, TimelineEvent, TimelineKind};
 use crate::shutdown::Shutdown;
@@ -159,7 +159,21 @@ impl BackendSync {
         // Taken now so it belongs to this list; reported once the listed part is stored.
         let partial = self.backend.take_partial_failure();
         let now = Utc::now();
-        let changes = self.store_remote(&actions, now)?;
+        // A large list is a long write transaction: run it off the async thread, so the
+        // other backends of the same pass (`Engine::sync_once` polls them all on one
+        // task) go on receiving and decoding their lists meanwhile instead of waiting
+        // for the store to be free of this one.
+        let (actions, changes, open) = {
+            let store = self.store.clone();
+            let name = self.name.clone();
+            blocking(move || {
+                let changes = store.apply_remote(&name, &actions, now)?;
+                let open = store.open_external_ids(&name)?;
+                Ok::<_, StoreError>((actions, changes, open))
+            })
+            .await?
+        };
+        self.publish(&changes);
         for c in &changes {
             match c.change {
                 ActionChange::Created => summary.created += 1,
@@ -172,9 +186,7 @@ impl BackendSync {
             .iter()
             .map(|a| a.action.key.external_id.as_str())
             .collect();
-        let vanished: Vec<String> = self
-            .store
-            .open_external_ids(&self.name)?
+        let vanished: Vec<String> = open
             .into_iter()
             .filter(|id| !listed.contains(id.as_str()))
             .take(MAX_VANISHED_FETCHES)

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::http::{self, Answer};
@@ -128,25 +129,21 @@ impl Backend for OpenProtocol {
         if !answer.status.is_success() {
             return Err(self.error(&url, &answer));
         }
-        let list: RawList = http::decode(&url, &answer.body)?;
         let etag = answer
             .headers
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let actions = list
-            .actions
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let wire = decode_action(&url, &format!("actions[{i}]"), &v)?;
-                to_remote(&self.name, &url, wire)
-            })
-            .collect::<Result<_, _>>()?;
+        // Decoding and hashing a few thousand actions takes a while: off the async
+        // thread, so other backends' lists and store writes proceed meanwhile.
+        let (actions, cursor) = {
+            let (name, url, body) = (self.name.clone(), url.clone(), answer.body.clone());
+            super::blocking(move || decode_list(&name, &url, &body)).await?
+        };
         Ok(ListOutcome::Listed {
             actions,
             etag,
-            cursor: list.cursor,
+            cursor,
         })
     }
 
@@ -310,6 +307,61 @@ fn parse_event(
     }
 }
 
+/// A pending list, checked action by action (`to_remote`).
+///
+/// The happy path decodes the body straight into wire actions: going through a
+/// `serde_json::Value` per action and tracking every field's path was most of the
+/// decoding time of a large list (profiled). A body that does not decode so is decoded
+/// again the slow way, which names the bad field (`actions[3].title`); both read the
+/// same fields with the same types, so they accept the same bodies, and the slow way
+/// gives the error exactly as before.
+fn decode_list(
+    backend: &str,
+    url: &str,
+    body: &[u8],
+) -> Result<(Vec<RemoteAction>, Option<String>), BackendError> {
+    // Like `http::decode`, trailing bytes after the value are not checked.
+    if let Ok(list) = WireList::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+        let actions = list
+            .actions
+            .into_iter()
+            .map(|wire| to_remote(backend, url, wire))
+            .collect::<Result<_, _>>()?;
+        return Ok((actions, list.cursor));
+    }
+    decode_list_tracked(backend, url, body)
+}
+
+/// The slow way of [`decode_list`]: every action through a `serde_json::Value`, with
+/// paths tracked, so an error names its field.
+fn decode_list_tracked(
+    backend: &str,
+    url: &str,
+    body: &[u8],
+) -> Result<(Vec<RemoteAction>, Option<String>), BackendError> {
+    let list: RawList = http::decode(url, body)?;
+    // Action by action, so the first bad one (undecodable or with a wrong hash) is the
+    // one reported.
+    let actions = list
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let wire = decode_action(url, &format!("actions[{i}]"), v)?;
+            to_remote(backend, url, wire)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((actions, list.cursor))
+}
+
+/// The list as [`RawList`] reads it, with the actions decoded.
+#[derive(serde::Deserialize)]
+struct WireList {
+    actions: Vec<WireAction>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
 /// An action list with the actions still undecoded, so each can be decoded on its own
 /// and a bad field reported with its full path.
 #[derive(serde::Deserialize)]
@@ -337,6 +389,10 @@ fn decode_action(
         (false, ".") => prefix.to_owned(),
         (false, _) => format!("{prefix}.{path}"),
     };
+    // Plain serde first; the path is tracked only to explain a failure (as `http::decode`).
+    if let Ok(wire) = WireAction::deserialize(value) {
+        return Ok(wire);
+    }
     serde_path_to_error::deserialize::<_, WireAction>(value).map_err(|outer| {
         let (path, detail) = match serde_path_to_error::deserialize::<_, ActionSnapshot>(value) {
             Err(inner) => (inner.path().to_string(), inner.into_inner().to_string()),
@@ -361,6 +417,16 @@ pub(super) fn fuzz_parse(data: &[u8]) {
             }
         }
     }
+    // The fast list decoding must accept exactly what the tracked one accepts, with the
+    // same result, and refuse with the tracked one's error.
+    match (
+        decode_list("fuzz", url, data),
+        decode_list_tracked("fuzz", url, data),
+    ) {
+        (Ok(fast), Ok(tracked)) => assert_eq!(fast, tracked, "fast and tracked lists differ"),
+        (Err(fast), Err(tracked)) => assert_eq!(fast.to_string(), tracked.to_string()),
+        (fast, tracked) => panic!("fast {fast:?} vs tracked {tracked:?}"),
+    }
     if let Ok(answer) = http::decode::<RawDecisionAnswer>(url, data) {
         let _ = decode_action(url, "action", &answer.action);
     }
@@ -375,5 +441,127 @@ pub(super) fn fuzz_parse(data: &[u8]) {
             }
             Err(_) => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ActionKind, ActionStatus, Detail};
+
+    const URL: &str = "http://backend/v1/actions?status=pending";
+
+    fn wire(id: &str) -> serde_json::Value {
+        let snapshot = ActionSnapshot {
+            kind: ActionKind::Command,
+            title: format!("restart {id}"),
+            summary: "a \"quoted\" summary\nwith a second line".into(),
+            requester: "dana@example.com".into(),
+            requested_at: "2026-11-25T06:00:00.123Z".parse().unwrap(),
+            expires_at: Some("2026-11-25T07:00:00Z".parse().unwrap()),
+            resource: "prod/api".into(),
+            details: vec![Detail {
+                key: "ticket".into(),
+                value: "OPS-1".into(),
+            }],
+            approvals_required: 2,
+            reviews: vec![],
+            status: ActionStatus::Pending,
+            web_url: None,
+            form: None,
+        };
+        let hash = PendingAction::new(ActionKey::new("b", id), snapshot.clone()).snapshot_hash;
+        serde_json::to_value(WireAction {
+            id: id.to_owned(),
+            snapshot,
+            snapshot_hash: hash,
+            timeline: vec![WireTimelineEvent {
+                id: format!("{id}-e1"),
+                at: "2026-11-25T06:00:01Z".parse().unwrap(),
+                kind: "requested".into(),
+                actor: Some("dana@example.com".into()),
+                text: "requested".into(),
+            }],
+        })
+        .unwrap()
+    }
+
+    fn body(actions: Vec<serde_json::Value>) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "actions": actions, "cursor": "42" })).unwrap()
+    }
+
+    #[test]
+    fn a_good_list_decodes_the_fast_way_to_what_the_tracked_way_gives() {
+        let body = body(vec![wire("a1"), wire("a2"), wire("a3")]);
+        let (fast, cursor) = decode_list("b", URL, &body).unwrap();
+        assert_eq!(cursor.as_deref(), Some("42"));
+        assert_eq!(fast.len(), 3);
+        assert_eq!(fast[1].action.key, ActionKey::new("b", "a2"));
+        assert_eq!(fast[1].timeline[0].external_id.as_deref(), Some("a2-e1"));
+        assert_eq!(
+            (fast, cursor),
+            decode_list_tracked("b", URL, &body).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_path_in_the_list() {
+        let mut bad = wire("a2");
+        bad["title"] = serde_json::json!(7);
+        let err = decode_list("b", URL, &body(vec![wire("a1"), bad])).unwrap_err();
+        assert_eq!(err.code(), "malformed");
+        match &err {
+            BackendError::Malformed { field, url, .. } => {
+                assert_eq!(field, "actions[1].title");
+                assert_eq!(url, URL);
+            }
+            other => panic!("expected malformed, got {other:?}"),
+        }
+        let mut late = wire("a1");
+        late["timeline"][0]["at"] = serde_json::json!("yesterday");
+        match decode_list("b", URL, &body(vec![late])).unwrap_err() {
+            BackendError::Malformed { field, .. } => assert_eq!(field, "actions[0].timeline[0].at"),
+            other => panic!("expected malformed, got {other:?}"),
+        }
+        match decode_list("b", URL, br#"{"actions":{"x":1}}"#).unwrap_err() {
+            BackendError::Malformed { field, .. } => assert_eq!(field, "actions"),
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_bad_action_is_reported_whether_its_hash_or_a_field_is_wrong() {
+        // Action 0 decodes but its hash is not ours; action 1 does not decode. As before
+        // the fast path existed, the list is checked in order: action 0's hash is the
+        // error.
+        let mut wrong_hash = wire("a1");
+        wrong_hash["title"] = serde_json::json!("changed after hashing");
+        let mut bad = wire("a2");
+        bad["status"] = serde_json::json!(false);
+        match decode_list("b", URL, &body(vec![wrong_hash.clone(), bad])).unwrap_err() {
+            BackendError::Malformed { field, .. } => assert_eq!(field, "snapshot_hash"),
+            other => panic!("expected malformed, got {other:?}"),
+        }
+        // Alone (every action decodes): the same error, found the fast way.
+        match decode_list("b", URL, &body(vec![wire("a0"), wrong_hash])).unwrap_err() {
+            BackendError::Malformed { field, detail, .. } => {
+                assert_eq!(field, "snapshot_hash");
+                assert!(detail.contains("the fields hash to"), "{detail}");
+            }
+            other => panic!("expected malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_decoding_accepts_and_refuses_as_the_tracked_decoding() {
+        // Trailing bytes were never checked; the fast path must not start refusing them.
+        let mut trailing = body(vec![wire("a1")]);
+        trailing.extend_from_slice(b" trailing");
+        assert_eq!(decode_list("b", URL, &trailing).unwrap().0.len(), 1);
+        let Err(err) = http::decode::<RawList>(URL, b"{\"actions\": [1, 2") else {
+            panic!("a cut-off body decoded");
+        };
+        assert_eq!(err.code(), "malformed");
+        assert!(err.to_string().contains("malformed data at `"), "{err}");
     }
 }

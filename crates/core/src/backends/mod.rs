@@ -273,6 +273,21 @@ pub enum BuildError {
     Invalid { name: String, detail: String },
 }
 
+/// Runs CPU-bound or blocking work (decoding a large list, a store transaction) on
+/// tokio's blocking pool and waits for it, so the async thread goes on serving other
+/// backends meanwhile. A panic there is carried on here, as if the work had run inline.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only while the runtime shuts down, which drops the awaiting
+            // task as well, so nobody is left to see this.
+            Err(e) => panic!("blocking task did not finish: {e}"),
+        },
+    }
+}
+
 /// Builds the backend a config entry describes. The one place a new kind registers.
 pub fn build(
     config: &BackendConfig,
