@@ -1,7 +1,7 @@
 //! The Prefect backend's events websocket (`/api/events/out`) misbehaving, against a
 //! loopback stand-in that answers Prefect's REST API and websocket protocol the way
-//! `crates/core/src/backends/prefect.rs` uses them (prefect 3.9.1; /work/shared/BACKENDS.md):
-//! the `prefect` subprotocol, an `auth` message answered `auth_success`, a `filter`
+//! `crates/core/src/backends/prefect.rs` uses them (as checked there against prefect
+//! 3.9.1): the `prefect` subprotocol, an `auth` message answered `auth_success`, a `filter`
 //! message (with `backfill`: the events already sent are replayed), then
 //! `{"type":"event","event":{…}}` messages whose resource labels carry the flow run and
 //! its new state.
