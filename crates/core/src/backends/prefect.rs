@@ -1372,6 +1372,35 @@ mod tests {
     }
 
     #[test]
+    fn socket_failures_say_whether_the_data_or_the_connection_was_at_fault() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let code = |e: tungstenite::Error| ws_error("ws://x", &Limits::default(), e).code();
+        assert_eq!(code(tungstenite::Error::Utf8("bad".into())), "malformed");
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::NonZeroReservedBits
+            )),
+            "malformed"
+        );
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            "unreachable"
+        );
+        assert_eq!(
+            code(tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1
+                }
+            )),
+            "too_large"
+        );
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), "unreachable");
+    }
+
+    #[test]
     fn prefect_errors_name_the_detail() {
         assert_eq!(
             prefect_message(br#"{"detail":"Flow run not found"}"#),
