@@ -38,9 +38,13 @@ fn terms(text: &str) -> Vec<String> {
 }
 
 /// The store's browse shape (store/history.rs): the actions' history-key indexes read
-/// newest-first, always bounded above (the first page by the largest key).
+/// newest-first, always bounded above once (the first page by the largest key, unless
+/// a clause brings its own upper bound).
 fn floor(clauses: &[String]) -> String {
-    let mut all = vec![format!("a.history_key < {}", i64::MAX)];
+    let mut all = Vec::new();
+    if !clauses.iter().any(|c| c.contains("history_key <")) {
+        all.push(format!("a.history_key < {}", i64::MAX));
+    }
     all.extend(clauses.iter().cloned());
     format!(
         "SELECT a.id FROM actions a WHERE {} ORDER BY a.history_key DESC LIMIT {}",

@@ -662,10 +662,18 @@ export type FormField_Serialize = {
 	default?: unknown,
 };
 
-/**  Where a page ended, newest first: the last row's request time and row id. */
+/**
+ *  Where a page ended, newest first: the last row's place in history. Opaque to its
+ *  holder (pass it back as it came): the two parts of the row's history key, kept apart
+ *  because the whole key does not fit a JavaScript number.
+ */
 export type HistoryCursor = {
+	/**
+	 *  The millisecond of the row's history key (its request time, clamped to the
+	 *  range keys cover).
+	 */
 	requested_at: string,
-	/**  The row id; ties on `requested_at` are ordered by it. */
+	/**  The row's place among the actions of that millisecond (0 .. 2^20). */
 	row: number | null,
 };
 

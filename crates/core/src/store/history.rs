@@ -164,12 +164,18 @@ pub(super) fn history_sql(
         let n = arg(SqlValue::Text(terms.join(" ")));
         sql_clauses.push(format!("s.action_search MATCH ?{n}"));
     }
-    // Always bounded above: the range is what lets each index (…, history_key) be
-    // read newest-first from the cursor, and it leaves out rows without a key.
-    let below = match &q.after {
+    // Always bounded above, once: the range is what lets each index (…, history_key)
+    // be read newest-first from the cursor or the end date, and it leaves out rows
+    // without a key. One bound, the lower of the two: SQLite starts a range at one of
+    // two `<` terms and filters by the other, so `< cursor AND < to` would read every
+    // newer row down to `to` (measured: a mid-history week took 14 ms of 200,000).
+    let mut below = match &q.after {
         Some(after) => after.key()?,
         None => i64::MAX,
     };
+    if let Some(to) = &q.to {
+        below = below.min(key_at_or_after(to));
+    }
     let n = arg(SqlValue::Integer(below));
     sql_clauses.push(format!("{key} < ?{n}"));
     if let Some(backend) = &q.backend {
@@ -196,10 +202,6 @@ pub(super) fn history_sql(
     if let Some(from) = &q.from {
         let n = arg(SqlValue::Integer(key_at_or_after(from)));
         sql_clauses.push(format!("{key} >= ?{n}"));
-    }
-    if let Some(to) = &q.to {
-        let n = arg(SqlValue::Integer(key_at_or_after(to)));
-        sql_clauses.push(format!("{key} < ?{n}"));
     }
     let n = arg(SqlValue::Integer(i64::from(limit) + 1));
     let filter = sql_clauses.join(" AND ");

@@ -926,9 +926,17 @@ fn history_queries_read_indexes_in_order_without_sorting() {
             q.from = Some(t(0));
             q.to = Some(t(600));
         }),
+        q(&|q| {
+            q.to = Some(t(600));
+            q.after = Some(HistoryCursor {
+                requested_at: "2026-11-25T09:05:00.000Z".into(),
+                row: 3,
+            });
+        }),
         q(&|q| q.text = Some("canary".into())),
         q(&|q| {
             q.text = Some("canary deploy".into());
+            q.to = Some(t(600));
             q.status = Some(ActionStatus::Approved);
             q.requester = Some("ana".into());
             q.backend = Some("prod".into());
@@ -937,6 +945,9 @@ fn history_queries_read_indexes_in_order_without_sorting() {
     let conn = store.conn();
     for case in &cases {
         let (sql, args) = history::history_sql(case, 100).unwrap();
+        // One upper bound (the lower of cursor and end date): of two `<` terms SQLite
+        // would start the range at one and filter every newer row by the other.
+        assert_eq!(sql.matches(" < ?").count(), 1, "{case:?}: {sql}");
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let plan: Vec<String> = stmt
             .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
