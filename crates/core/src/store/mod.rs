@@ -14,6 +14,7 @@ pub use schema::FILL_SEARCH;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -90,6 +91,10 @@ pub struct Store {
     /// instead of an index segment per row. Lock order: `conn`, then `touched`; only
     /// filled while `conn` is held inside a transaction.
     touched: Mutex<BTreeSet<i64>>,
+    /// True while the connection runs with `synchronous = NORMAL` (see
+    /// [`Store::write_relaxed`]). Only changed with `conn` held; every other write
+    /// finds it false ([`Store::conn`] puts FULL back first).
+    relaxed: AtomicBool,
 }
 
 /// The right to deliver one queued decision: while it is held, no other task of this
@@ -272,6 +277,7 @@ impl Store {
             conn: Mutex::new(conn),
             in_flight: Mutex::new(HashSet::new()),
             touched: Mutex::new(BTreeSet::new()),
+            relaxed: AtomicBool::new(false),
         })
     }
 
@@ -282,7 +288,30 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back on drop), so a poisoned lock is safe to keep using.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if self.relaxed.load(Ordering::Acquire) {
+            // A relaxed write could not put FULL back (or panicked): do it before anyone
+            // else writes. Should that fail too, `begin` refuses durable transactions.
+            self.set_relaxed(&conn, false);
+        }
+        conn
+    }
+
+    /// Switches the connection between `synchronous = NORMAL` (`relaxed`) and FULL.
+    /// Only called with `conn` held, outside a transaction. Returns whether the
+    /// connection is now in the wanted mode.
+    fn set_relaxed(&self, conn: &Connection, relaxed: bool) -> bool {
+        let level = if relaxed { "NORMAL" } else { "FULL" };
+        match conn.pragma_update(None, "synchronous", level) {
+            Ok(()) => {
+                self.relaxed.store(relaxed, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot set synchronous = {level}: {e}");
+                false
+            }
+        }
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashSet<i64>> {
@@ -320,8 +349,71 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` in one transaction committed with `synchronous = NORMAL`: for what the
+    /// sync task copies from a backend (actions, timelines, cursors, backend health),
+    /// never for what a person did.
+    ///
+    /// Why that is safe: in WAL mode NORMAL skips only the fsync of the log at each
+    /// commit. A crash of the process (SIGKILL, panic: `tests/power_loss.rs`) loses
+    /// nothing, since the log is in the OS's cache; a power cut or OS crash can lose
+    /// the last few commits, but only a suffix of them (the log is replayed in order,
+    /// up to its last intact commit), and the database stays consistent. A lost suffix
+    /// of sync writes is a sync that has not happened yet: the cursor is written after
+    /// (or with) the data it covers, so the next pass fetches the same list again and
+    /// stores it idempotently. Decisions, deliveries and the audit chain are written by
+    /// [`Store::write`] with FULL, whose fsync of the log also makes every earlier
+    /// relaxed commit durable, so a decision can never survive without the action rows
+    /// it points at. The saving: the fsync of several MB of log per list (tens of ms
+    /// each, with the store locked).
+    fn write_relaxed<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        // Not switched: the write still goes ahead, durably (FULL).
+        self.set_relaxed(&conn, true);
+        let out = self.begin_in_mode(&mut conn).and_then(|tx| match f(&tx) {
+            Ok(out) => self.commit(tx).map(|()| out),
+            Err(e) => {
+                self.touched().clear();
+                Err(e)
+            }
+        });
+        // If this fails, the flag stays set and the next `conn()` retries.
+        self.set_relaxed(&conn, false);
+        out
+    }
+
+    /// Runs one autocommit statement under `synchronous = NORMAL` (see
+    /// [`Store::write_relaxed`] for why that is safe for sync bookkeeping).
+    fn execute_relaxed(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        self.set_relaxed(&conn, true);
+        let out = conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(p))
+            .map_err(|e| self.err(e));
+        self.set_relaxed(&conn, false);
+        out
+    }
+
     /// Opens a write transaction. Every write transaction ends in [`Store::commit`].
+    /// Refused while the connection is stuck in relaxed mode: such a transaction would
+    /// not be durable against power loss.
     fn begin<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
+        if self.relaxed.load(Ordering::Acquire) && !self.set_relaxed(conn, false) {
+            return Err(StoreError::Sqlite {
+                path: self.path.clone(),
+                detail:
+                    "cannot make the connection durable again (PRAGMA synchronous = FULL failed)"
+                        .into(),
+            });
+        }
+        self.begin_in_mode(conn)
+    }
+
+    /// Opens a write transaction in whatever durability mode the connection is in.
+    fn begin_in_mode<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
         // Marks left by a transaction that failed before its commit are moot (it
         // rolled back); rewriting them would be harmless, but they are not ours.
         self.touched().clear();
@@ -481,12 +573,12 @@ impl Store {
     }
 
     pub fn save_sync_cursor(&self, backend: &str, cursor: &SyncCursor) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE backends SET etag = ?2, cursor = ?3, last_event_id = ?4 WHERE name = ?1",
-                params![backend, cursor.etag, cursor.cursor, cursor.last_event_id],
-            )
-            .map_err(|e| self.err(e))?;
+        // Relaxed: a cursor lost to a power cut only makes the next pass fetch again,
+        // and it is written after the data it covers (so never survives without it).
+        self.execute_relaxed(
+            "UPDATE backends SET etag = ?2, cursor = ?3, last_event_id = ?4 WHERE name = ?1",
+            params![backend, cursor.etag, cursor.cursor, cursor.last_event_id],
+        )?;
         Ok(())
     }
 
@@ -572,7 +664,8 @@ impl Store {
         actions: &[RemoteAction],
         now: DateTime<Utc>,
     ) -> Result<Vec<StoredChange>, StoreError> {
-        self.write(|tx| {
+        // Copied from the backend, which keeps the truth: relaxed durability.
+        self.write_relaxed(|tx| {
             let backend_id = backend_id(tx, backend)
                 .map_err(|e| self.err(e))?
                 .ok_or_else(|| StoreError::UnknownBackend(backend.into()))?;
@@ -636,6 +729,16 @@ impl Store {
             None => ActionChange::Created,
         };
         let old_key = existing.as_ref().and_then(|e| e.3);
+        // A new action gets its history key in its INSERT: setting it afterwards rewrote
+        // the row and the four history indexes a second time (profiled: the UPDATE was a
+        // tenth of an ingest). NULL on the update path, where it is not used (the DO
+        // UPDATE leaves the key alone) and can collide with no other row.
+        let new_key = match change {
+            ActionChange::Created => {
+                Some(self.next_history_key(tx, &action.key, &s.requested_at)?)
+            }
+            _ => None,
+        };
         let id = match existing {
             Some((id, _, _, _)) if change == ActionChange::Unchanged => id,
             _ => tx
@@ -643,8 +746,8 @@ impl Store {
                     "INSERT INTO actions (backend_id, external_id, kind, title, summary, requester,
                         requested_at, expires_at, resource, details_json, approvals_required,
                         reviews_json, status, web_url, snapshot_hash, first_seen_at, updated_at,
-                        form_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17)
+                        form_json, history_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16, ?17, ?18)
                      ON CONFLICT (backend_id, external_id) DO UPDATE SET
                         kind = excluded.kind, title = excluded.title, summary = excluded.summary,
                         requester = excluded.requester, requested_at = excluded.requested_at,
@@ -675,6 +778,7 @@ impl Store {
                         action.snapshot_hash.0,
                         now_s,
                         form,
+                        new_key,
                     ],
                     |r| r.get(0),
                 )
@@ -682,11 +786,13 @@ impl Store {
                 .map_err(|e| self.err(e))?,
         };
         if change != ActionChange::Unchanged {
-            // A new action gets its history key; a changed request time moves it to its
-            // new place (its document leaves the old key now and is written under the
-            // new one at commit).
-            let in_block = old_key
-                .is_some_and(|k| k & !history::SLOT_MASK == history_key_base(&s.requested_at));
+            // A changed request time moves an action to its new place (its document
+            // leaves the old key now and is written under the new one at commit). A new
+            // action has its key already; one without a key (only a migrated row beyond
+            // 2^20 in one millisecond) gets one here.
+            let in_block = new_key.is_some()
+                || old_key
+                    .is_some_and(|k| k & !history::SLOT_MASK == history_key_base(&s.requested_at));
             if !in_block {
                 let key = self.next_history_key(tx, &action.key, &s.requested_at)?;
                 if let Some(old) = old_key {
@@ -1480,3 +1586,5 @@ fn map_err(path: &Path, e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;
