@@ -41,6 +41,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const FLOW_ID: &str = "5c0f7e41-0d2c-4f5e-9b3c-3a1f6f0e2b10";
 const PF: &str = "pf";
+/// The `Retry-After` of a 429 on the websocket upgrade.
+const RETRY_AFTER_SECS: u64 = 2;
 
 /// One state of a flow run, as `/api/flow_run_states/` and the run's `state` give it.
 #[derive(Clone)]
@@ -76,6 +78,8 @@ struct World {
     counter: u64,
     /// Sockets take the `auth` message and never answer it.
     auth_hangs: bool,
+    /// This many websocket upgrades are answered 429 with `Retry-After: 2`.
+    upgrades_limited: u32,
 }
 
 impl World {
@@ -197,6 +201,16 @@ impl FakePrefect {
         let (w, open, f) = (world.clone(), lists_open.clone(), flooded.clone());
         let server = Hostile::start(Arc::new(move |seen: &Seen| {
             if seen.path == "/api/events/out" {
+                let mut world = w.lock().unwrap();
+                if world.upgrades_limited > 0 {
+                    world.upgrades_limited -= 1;
+                    return Reply::Full {
+                        status: 429,
+                        headers: vec![("retry-after", RETRY_AFTER_SECS.to_string())],
+                        body: br#"{"detail":"Too Many Requests"}"#.to_vec(),
+                    };
+                }
+                drop(world);
                 let (w, tx, f) = (w.clone(), socket_tx.clone(), f.clone());
                 return Reply::Socket {
                     protocol: "prefect",
@@ -826,39 +840,159 @@ async fn a_huge_frame_or_message_on_the_events_socket_is_refused_at_the_event_li
 }
 
 /// A socket that takes the `auth` message and never answers it is given up after the
-/// request deadline (3 s here): the backend polls instead, a run that pauses later
-/// arrives by polling, and the good backend keeps syncing.
+/// request deadline (3 s here) and the backend is degraded: live updates are off, and the
+/// error says so, naming the backend, how often it polls and why. Each reconnect lists,
+/// so a run that pauses meanwhile still arrives (the stand-in is otherwise polled once an
+/// hour), and the good backend keeps syncing. Once the server answers auth again, the
+/// backend is ok and the next run arrives through the socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_events_socket_that_never_answers_auth_is_given_up_for_polling() {
+async fn an_events_socket_that_never_answers_auth_degrades_the_backend_until_one_does() {
     let mut pf = FakePrefect::start().await;
     pf.world.lock().unwrap().auth_hangs = true;
     pf.pause("r0");
     let mut rig = Rig::new();
-    let mut config = config(PF, "prefect", pf.url());
-    config.poll_interval_secs = Some(1);
     let limits = Limits {
         request_timeout: Duration::from_secs(3),
         ..limits()
     };
-    rig.add(config, limits);
+    rig.add(prefect_config(pf.url()), limits);
     let mut run = rig.start();
     run.until(Duration::from_secs(15), "r0 by the first list", |s| {
         status_of(s, "r0") == Some(ActionStatus::Pending)
     })
     .await;
-    // Paused once the engine is waiting on the socket: only polling can bring it.
     let upgrade = pf.next_request("/api/events/out").await;
+    run.until(Duration::from_secs(20), "pf degraded", |s| {
+        s.backend_statuses()
+            .unwrap()
+            .iter()
+            .any(|b| b.name == PF && b.status == "degraded")
+    })
+    .await;
+    let status = run.status(PF);
+    let error = status.last_error.clone().unwrap_or_default();
+    assert_eq!(
+        status.last_error_code.as_deref(),
+        Some("unreachable"),
+        "{error}"
+    );
+    // The engine reconnects within max_backoff_secs (1 s), plus the 3 s auth wait.
+    assert!(
+        error.contains(&pf.events_url())
+            && error.contains("live updates off for pf, polling at least every 4 s instead")
+            && error.contains("the events socket did not answer auth within 3 s"),
+        "the status says live updates are off, how it polls and why: {error}"
+    );
+    let polled = pf.next_request("/api/flow_runs/filter").await;
+    assert!(
+        polled.at >= upgrade.at + Duration::from_secs(3),
+        "the engine waited the request deadline for the auth reply, then listed again"
+    );
+
+    // Paused while no socket is followed: only the reconnects' lists can bring it.
     pf.pause("r1");
     run.until(Duration::from_secs(20), "r1 by polling", |s| {
         status_of(s, "r1") == Some(ActionStatus::Pending)
     })
     .await;
-    let polled = pf.next_request("/api/flow_runs/filter").await;
-    assert!(
-        polled.at >= upgrade.at + Duration::from_secs(3),
-        "the engine waited the request deadline for the auth reply, then polled"
+    assert_eq!(
+        run.status(PF).status,
+        "degraded",
+        "auth still goes unanswered"
     );
-    assert_eq!(run.status(PF).status, "ok", "polling works");
     run.good_backend_syncs("live-1").await;
+
+    pf.world.lock().unwrap().auth_hangs = false;
+    let conn = pf.socket().await;
+    run.until(
+        Duration::from_secs(20),
+        "pf ok once a socket is authenticated",
+        |s| {
+            s.backend_statuses()
+                .unwrap()
+                .iter()
+                .any(|b| b.name == PF && b.status == "ok")
+        },
+    )
+    .await;
+    pf.pause("r2");
+    conn.event("r2");
+    // Through the socket: its event becomes the resume point.
+    let event = Some(pf.current_state("r2"));
+    run.until(Duration::from_secs(20), "r2 through the socket", |s| {
+        status_of(s, "r2") == Some(ActionStatus::Pending)
+            && s.sync_cursor(PF).unwrap().last_event_id == event
+    })
+    .await;
+    assert_eq!(run.status(PF).status, "ok");
+    assert_each_pause_recorded_once(&run.store, &pf);
+    drop(conn);
+    run.stop().await;
+}
+
+/// The websocket upgrade is answered 429 with `Retry-After: 2`: the backend is degraded
+/// as rate limited, its status says when it retries, and the next upgrade comes no
+/// sooner than the 2 s the server asked for (the engine's own backoff is 1 s at most
+/// here, so it is the `Retry-After` that holds it back). That upgrade opens the socket,
+/// the backend is ok again and runs arrive through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_on_the_websocket_upgrade_waits_out_its_retry_after() {
+    let mut pf = FakePrefect::start().await;
+    pf.world.lock().unwrap().upgrades_limited = 1;
+    let mut rig = Rig::new();
+    rig.add(prefect_config(pf.url()), limits());
+    let mut run = rig.start();
+    let limited = pf.next_request("/api/events/out").await;
+    run.until(Duration::from_secs(15), "pf rate limited", |s| {
+        s.backend_statuses()
+            .unwrap()
+            .iter()
+            .any(|b| b.name == PF && b.status == "degraded")
+    })
+    .await;
+    let status = run.status(PF);
+    let error = status.last_error.clone().unwrap_or_default();
+    assert_eq!(
+        status.last_error_code.as_deref(),
+        Some("rate_limited"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&pf.events_url()) && error.contains("retry in 2 s"),
+        "the status names the wait: {error}"
+    );
+    let (failed_at, retry_at) = (
+        status.last_error_at.expect("when it failed"),
+        status.next_retry_at.expect("when it retries"),
+    );
+    assert!(
+        retry_at >= failed_at + chrono::Duration::seconds(RETRY_AFTER_SECS as i64),
+        "the retry is set no sooner than Retry-After: {failed_at} -> {retry_at}"
+    );
+
+    let next = pf.next_request("/api/events/out").await;
+    assert!(
+        next.at >= limited.at + Duration::from_secs(RETRY_AFTER_SECS),
+        "the next upgrade came {:?} after the 429",
+        next.at - limited.at
+    );
+    let conn = pf.socket().await;
+    run.until(Duration::from_secs(15), "pf ok with its socket", |s| {
+        s.backend_statuses()
+            .unwrap()
+            .iter()
+            .any(|b| b.name == PF && b.status == "ok")
+    })
+    .await;
+    pf.pause("r1");
+    conn.event("r1");
+    let event = Some(pf.current_state("r1"));
+    run.until(Duration::from_secs(15), "r1 through the socket", |s| {
+        status_of(s, "r1") == Some(ActionStatus::Pending)
+            && s.sync_cursor(PF).unwrap().last_event_id == event
+    })
+    .await;
+    run.good_backend_syncs("live-1").await;
+    drop(conn);
     run.stop().await;
 }

@@ -12,6 +12,10 @@
 //! paused, is re-read (`fetch`) and pushed to the engine. Where the websocket is refused
 //! (a proxy without websocket support, an auth string it rejects, …) the same stream
 //! polls `POST /api/flow_runs/filter` instead and tries the websocket again now and then.
+//! Two faults are the subscription's error instead, so the engine shows the backend
+//! degraded and waits before it lists and subscribes again: a socket that never answers
+//! the auth message (live updates are off; each reconnect lists) and a 429 on the upgrade
+//! (the wait honours `Retry-After`, capped).
 //! Prefect has no idempotency key: `decide` re-reads the run first, and a run already
 //! resumed counts as delivered only when its stored answer
 //! (`GET /api/flow_runs/{id}/input/{response key}`) carries our proof reference.
@@ -56,6 +60,9 @@ const PAUSED: &str = "PAUSED";
 const FLOW_RUN_PREFIX: &str = "prefect.flow-run.";
 /// While polling because the websocket was refused, how often to try it again.
 const WEBSOCKET_RETRY: Duration = Duration::from_secs(300);
+/// The longest `Retry-After` on the websocket upgrade we wait out: a proxy asking for a
+/// day must not stop the backend syncing for a day; the next 429 asks again.
+const MAX_UPGRADE_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// How far back the server replays events when we subscribe: covers the moment
 /// between the engine's list and the subscription, so no pause falls in between.
 const BACKFILL_SECS: i64 = 60;
@@ -81,6 +88,9 @@ pub struct Prefect {
     reason_field: Option<String>,
     /// How often the stream polls when the websocket is refused.
     poll_interval: Duration,
+    /// The engine's longest wait between reconnects (`max_backoff_secs`): how far apart
+    /// its lists are while the socket leaves the backend degraded.
+    max_backoff: Duration,
     /// Runs last seen paused: their events matter even when the new state is not a pause.
     known: Arc<Mutex<HashSet<String>>>,
 }
@@ -124,6 +134,7 @@ impl Prefect {
             deny_input: table_option("deny_input")?,
             reason_field: string_option("reason_field")?,
             poll_interval: config.poll_interval(),
+            max_backoff: config.max_backoff(),
             known: Arc::default(),
         })
     }
@@ -281,9 +292,19 @@ impl Prefect {
     }
 }
 
-/// Why the events websocket could not be used; the stream polls instead.
+/// Why the events websocket cannot be followed now.
 #[derive(Debug)]
-struct Refused(String);
+enum Unusable {
+    /// Refused outright (no websocket upgrade, e.g. a proxy without websocket support; an
+    /// auth rejection; no handshake in time): the stream polls instead and the backend
+    /// stays `ok`, as it has been documented to (docs/backends.md).
+    Refused(String),
+    /// A fault the person must see and the engine must wait out, returned as the
+    /// subscription's error (the engine marks the backend degraded, waits, lists and
+    /// subscribes again): the socket opened but never answered auth, so live updates are
+    /// off while every reconnect lists; or the upgrade was answered 429 (`Retry-After`).
+    Degraded(BackendError),
+}
 
 /// What one websocket message means for us.
 enum Seen {
@@ -331,15 +352,33 @@ impl Prefect {
             .contains(id)
     }
 
+    /// The error shown while the socket takes the auth message and never answers it.
+    fn auth_unanswered(&self, url: &str) -> BackendError {
+        let auth = self.limits.request_timeout.as_secs();
+        // The engine lists on each reconnect, and reconnects at most `max_backoff` after
+        // a failure, plus the auth wait of the attempt itself.
+        let every = self.max_backoff.as_secs() + auth;
+        BackendError::Unreachable {
+            url: url.to_owned(),
+            detail: format!(
+                "live updates off for {}, polling at least every {every} s instead: the \
+                 events socket did not answer auth within {auth} s",
+                self.name
+            ),
+        }
+    }
+
     /// Opens the events websocket: the `prefect` subprotocol, the auth message (our
     /// token, or none for Prefect OSS without an auth string) and a filter on flow-run
-    /// events since a minute ago. Every failure is a reason to poll instead.
-    async fn connect_events(&self) -> Result<Socket, Refused> {
+    /// events since a minute ago. Most failures are a reason to poll instead; an auth
+    /// message never answered and a 429 are [`Unusable::Degraded`].
+    async fn connect_events(&self) -> Result<Socket, Unusable> {
+        let refused = Unusable::Refused;
         let url = self.events_url();
         let mut request = url
             .as_str()
             .into_client_request()
-            .map_err(|e| Refused(format!("bad websocket address {url}: {e}")))?;
+            .map_err(|e| refused(format!("bad websocket address {url}: {e}")))?;
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("prefect"),
@@ -352,16 +391,14 @@ impl Prefect {
         let (mut socket, _) = tokio::time::timeout(self.limits.connect_timeout, connect)
             .await
             .map_err(|_| {
-                Refused(format!(
+                refused(format!(
                     "{url}: no websocket handshake within {} s",
                     self.limits.connect_timeout.as_secs()
                 ))
             })?
             .map_err(|e| match e {
-                tungstenite::Error::Http(response) => {
-                    Refused(format!("{url} answered HTTP {}", response.status()))
-                }
-                e => Refused(format!("{url}: {e}")),
+                tungstenite::Error::Http(response) => self.upgrade_refused(&url, *response),
+                e => refused(format!("{url}: {e}")),
             })?;
         // The token travels only inside the socket; it is never logged.
         let auth = serde_json::json!({"type": "auth", "token": self.token});
@@ -391,8 +428,8 @@ impl Prefect {
         };
         tokio::time::timeout(self.limits.request_timeout, handshake)
             .await
-            .map_err(|_| Refused(format!("{url}: no auth reply in time")))?
-            .map_err(|e| Refused(format!("{url}: {e}")))?;
+            .map_err(|_| Unusable::Degraded(self.auth_unanswered(&url)))?
+            .map_err(|e| refused(format!("{url}: {e}")))?;
         let now = Utc::now();
         let filter = serde_json::json!({
             "type": "filter",
@@ -410,8 +447,33 @@ impl Prefect {
         socket
             .send(Message::text(filter.to_string()))
             .await
-            .map_err(|e| Refused(format!("{url}: {e}")))?;
+            .map_err(|e| refused(format!("{url}: {e}")))?;
         Ok(socket)
+    }
+
+    /// An upgrade answered with an HTTP status instead of 101. A 429 (or a 503 with
+    /// `Retry-After`) is read as every backend's HTTP answers are ([`http::common_error`]),
+    /// its wait capped; any other status means no websocket here: poll instead.
+    fn upgrade_refused(
+        &self,
+        url: &str,
+        response: tungstenite::http::Response<Option<Vec<u8>>>,
+    ) -> Unusable {
+        let (head, body) = response.into_parts();
+        let answer = Answer {
+            status: head.status,
+            headers: head.headers,
+            body: body.unwrap_or_default().into(),
+        };
+        match http::common_error(url, &answer) {
+            Some(BackendError::RateLimited { url, retry_after }) => {
+                Unusable::Degraded(BackendError::RateLimited {
+                    url,
+                    retry_after: retry_after.min(MAX_UPGRADE_RETRY_AFTER),
+                })
+            }
+            _ => Unusable::Refused(format!("{url} answered HTTP {}", answer.status)),
+        }
     }
 
     /// The run as of an event about it. Prefect announces a state change before the
@@ -563,15 +625,10 @@ impl Prefect {
     /// The stream where the websocket is refused: a list every poll interval, each
     /// pending run pushed, and runs that left the list re-read. Tries the websocket
     /// again every few minutes and follows it once it answers.
-    async fn poll_instead(
-        self,
-        why: Refused,
-        tx: mpsc::Sender<Result<BackendEvent, BackendError>>,
-    ) {
+    async fn poll_instead(self, why: String, tx: mpsc::Sender<Result<BackendEvent, BackendError>>) {
         tracing::warn!(
             backend = %self.name,
-            "Prefect events websocket not usable ({}); polling every {:?}",
-            why.0,
+            "Prefect events websocket not usable ({why}); polling every {:?}",
             self.poll_interval
         );
         let mut tried = Instant::now();
@@ -594,11 +651,15 @@ impl Prefect {
                         }
                         return;
                     }
-                    Err(why) => tracing::debug!(
+                    Err(Unusable::Refused(why)) => tracing::debug!(
                         backend = %self.name,
-                        "events websocket still not usable: {}",
-                        why.0
+                        "events websocket still not usable: {why}"
                     ),
+                    // Now a fault to show and wait out: the engine takes it from here.
+                    Err(Unusable::Degraded(e)) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
             if !self.poll_pass(&tx).await {
@@ -755,7 +816,8 @@ impl Backend for Prefect {
     }
 
     /// Prefect keeps no resume point we could use (`last_event_id`): the engine lists
-    /// right before subscribing, and the subscription replays the last minute.
+    /// right before subscribing, and the subscription replays the last minute. An error
+    /// here is an [`Unusable::Degraded`] socket: the engine shows it and retries.
     async fn subscribe(&self, _last_event_id: Option<String>) -> Result<EventStream, BackendError> {
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
@@ -763,9 +825,10 @@ impl Backend for Prefect {
             Ok(socket) => {
                 tokio::spawn(this.follow(socket, tx));
             }
-            Err(why) => {
+            Err(Unusable::Refused(why)) => {
                 tokio::spawn(this.poll_instead(why, tx));
             }
+            Err(Unusable::Degraded(e)) => return Err(e),
         }
         Ok(rx)
     }
@@ -1398,6 +1461,43 @@ mod tests {
             "too_large"
         );
         assert_eq!(code(tungstenite::Error::ConnectionClosed), "unreachable");
+    }
+
+    #[test]
+    fn a_429_upgrade_waits_its_retry_after_capped_and_other_statuses_poll() {
+        let b = backend(toml::Table::new());
+        let upgrade = |status: u16, retry_after: Option<&str>| {
+            let mut response = tungstenite::http::Response::builder().status(status);
+            if let Some(r) = retry_after {
+                response = response.header("retry-after", r);
+            }
+            b.upgrade_refused("ws://x", response.body(None).unwrap())
+        };
+        let wait = |u: Unusable| match u {
+            Unusable::Degraded(e @ BackendError::RateLimited { .. }) => e.retry_after(),
+            other => panic!("not rate limited: {other:?}"),
+        };
+        assert_eq!(wait(upgrade(429, Some("2"))), Some(Duration::from_secs(2)));
+        assert_eq!(wait(upgrade(503, Some("7"))), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait(upgrade(429, Some("86400"))),
+            Some(MAX_UPGRADE_RETRY_AFTER)
+        );
+        assert!(matches!(upgrade(404, None), Unusable::Refused(m) if m.contains("404")));
+        assert!(matches!(upgrade(503, None), Unusable::Refused(_)));
+    }
+
+    #[test]
+    fn unanswered_auth_says_live_updates_are_off_and_how_it_polls() {
+        let b = backend(toml::Table::new());
+        let e = b.auth_unanswered("ws://x/api/events/out");
+        assert_eq!(e.code(), "unreachable");
+        // Limits::default(): 20 s for auth; max_backoff_secs defaults to 60.
+        assert_eq!(
+            e.to_string(),
+            "cannot reach ws://x/api/events/out: live updates off for pf, polling at least \
+             every 80 s instead: the events socket did not answer auth within 20 s"
+        );
     }
 
     #[test]
