@@ -683,7 +683,49 @@ impl Launcher<'_> {
         if reply["value"].as_bool() != Some(true) {
             return Err(format!("waiting for two frames: {reply}").into());
         }
+        self.print_page_steps(session_url, started).await;
         Ok((page.unwrap_or_default(), mounted.unwrap_or_default()))
+    }
+
+    /// Prints where the page's own time went, on the launch's clock: when navigation
+    /// started, the document's milestones and the `cs-*` marks the app's UI sets
+    /// (script start, mount, first inbox asked and answered). Only a diagnostic: a page
+    /// without them (the hello page) prints the milestones alone.
+    async fn print_page_steps(&self, session_url: &str, started: Instant) {
+        let script = "const n = performance.getEntriesByType('navigation')[0] || {}; \
+                      return { now: performance.now(), \
+                        steps: [['response end', n.responseEnd], ['dom interactive', n.domInteractive], \
+                                ['dom loaded', n.domContentLoadedEventEnd], ['load', n.loadEventEnd]] \
+                          .concat(performance.getEntriesByType('mark') \
+                            .filter(m => m.name.startsWith('cs-')).map(m => [m.name, m.startTime])) };";
+        let asked = started.elapsed();
+        let reply: Option<Value> = match self
+            .http
+            .post(format!("{session_url}/execute/sync"))
+            .json(&json!({ "script": script, "args": [] }))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let Some(value) = reply.as_ref().map(|v| &v["value"]) else {
+            return;
+        };
+        let Some(now) = value["now"].as_f64() else {
+            return;
+        };
+        // performance.now() counts from navigation start; the script ran at about `asked`.
+        let origin = asked.as_secs_f64() * 1000.0 - now;
+        let mut line = format!("footprint:   navigation started at {origin:.0} ms");
+        for step in value["steps"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(at)) = (step[0].as_str(), step[1].as_f64()) {
+                if at > 0.0 {
+                    line.push_str(&format!(", {name} {:.0}", origin + at));
+                }
+            }
+        }
+        eprintln!("{line}");
     }
 }
 

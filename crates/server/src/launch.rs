@@ -126,7 +126,9 @@ pub async fn open(
     now: DateTime<Utc>,
 ) -> Result<Launched, LaunchError> {
     let (config_path, data_dir) = paths.resolve()?;
+    let started = std::time::Instant::now();
     let store = Store::open_in_dir(&data_dir)?;
+    tracing::info!("store opened in {} ms", started.elapsed().as_millis());
     if let Some(config) = Config::load(&config_path)? {
         return Ok(Launched {
             engine: with_key_entry(Engine::from_config(&config, store, now)?),
@@ -146,8 +148,10 @@ pub async fn open(
                 .key_info()
                 .ok()
                 .and_then(|k| AllowedSigners::parse(&k.allowed_signers).ok());
+            tracing::info!("signing key read at {} ms", started.elapsed().as_millis());
             let (server, config, backend) =
                 start_embedded(&data_dir, embedded == Embedded::Demo, allowed).await?;
+            tracing::info!("embedded server up at {} ms", started.elapsed().as_millis());
             engine
                 .add_backend(config, backend)
                 .map_err(EngineError::from)?;

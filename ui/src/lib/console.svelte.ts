@@ -140,7 +140,9 @@ export class ConsoleState {
         },
       );
     void this.#loadInfo();
+    performance.mark("cs-inbox-asked");
     void this.refreshInbox().finally(() => {
+      performance.mark("cs-inbox-answered");
       this.ready = true;
     });
 
