@@ -24,18 +24,13 @@ struct Case {
     query: HistoryQuery,
     floor_sql: String,
     floor_args: Vec<Value>,
+    /// Searches: the words, turned into the MATCH expression (the first argument) on the
+    /// bare connection at every run, as the store does (`Store::fts_match`: prefixes
+    /// expanded through the index's term list).
+    floor_text: Option<String>,
 }
 
 const PAGE: u32 = 100;
-
-/// `"word"*` for each word, as the store quotes them (`store::history::fts_terms`).
-fn terms(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| w.replace('"', ""))
-        .filter(|w| w.chars().any(char::is_alphanumeric))
-        .map(|w| format!("\"{w}\"*"))
-        .collect()
-}
 
 /// The store's browse shape (store/history.rs): the actions' history-key indexes read
 /// newest-first, always bounded above once (the first page by the largest key, unless
@@ -53,8 +48,9 @@ fn floor(clauses: &[String]) -> String {
     )
 }
 
-/// The store's search shape: the FTS5 table walked newest-first by its rowid (the
-/// history key), each match looked up in actions, all words in one MATCH.
+/// The store's search shape: the words made a MATCH expression, then the FTS5 table
+/// walked newest-first by its rowid (the history key), each match looked up in
+/// actions, all words in one MATCH.
 fn text_case(text: &str) -> Case {
     Case {
         label: format!("search \"{text}\""),
@@ -69,7 +65,8 @@ fn text_case(text: &str) -> Case {
             i64::MAX,
             PAGE + 1
         ),
-        floor_args: vec![Value::Text(terms(text).join(" "))],
+        floor_args: Vec::new(),
+        floor_text: Some(text.to_owned()),
     }
 }
 
@@ -97,18 +94,21 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
             query: q(&|q| q.backend = Some(github.clone())),
             floor_sql: floor(&[by_backend.into()]),
             floor_args: vec![Value::Text(github.clone())],
+            floor_text: None,
         },
         Case {
             label: "status denied".into(),
             query: q(&|q| q.status = Some(ActionStatus::Denied)),
             floor_sql: floor(&["a.status = ?1".into()]),
             floor_args: vec![Value::Text("denied".into())],
+            floor_text: None,
         },
         Case {
             label: "requester ana".into(),
             query: q(&|q| q.requester = Some("ana".into())),
             floor_sql: floor(&["a.requester = ?1".into()]),
             floor_args: vec![Value::Text("ana".into())],
+            floor_text: None,
         },
         Case {
             label: "verdict deny".into(),
@@ -118,6 +118,7 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
                     .into(),
             ]),
             floor_args: vec![Value::Text("deny".into())],
+            floor_text: None,
         },
         Case {
             label: format!("backend {prod} + status expired"),
@@ -127,6 +128,7 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
             }),
             floor_sql: floor(&[by_backend.into(), "a.status = ?2".into()]),
             floor_args: vec![Value::Text(prod.clone()), Value::Text("expired".into())],
+            floor_text: None,
         },
         Case {
             label: "one week, mid-history".into(),
@@ -136,6 +138,7 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
             }),
             floor_sql: floor(&["a.history_key >= ?1".into(), "a.history_key < ?2".into()]),
             floor_args: vec![key(mid), key(week_end)],
+            floor_text: None,
         },
         Case {
             label: "requester ana + status approved, one week".into(),
@@ -157,6 +160,7 @@ fn filter_cases(span: (DateTime<Utc>, DateTime<Utc>)) -> Vec<Case> {
                 key(mid),
                 key(week_end),
             ],
+            floor_text: None,
         },
     ]
 }
@@ -271,8 +275,13 @@ pub fn run(db: &Path, runs: usize, verbose: bool) -> Result<Vec<Row>, BoxError> 
             })?;
             let mut stmt = raw.prepare(&case.floor_sql)?;
             let (reference, m) = time(runs, || -> rusqlite::Result<usize> {
+                let mut args = case.floor_args.clone();
+                if let Some(text) = &case.floor_text {
+                    let expr = Store::fts_match(&raw, text)?.unwrap_or_default();
+                    args.insert(0, Value::Text(expr));
+                }
                 let ids: Vec<i64> = stmt
-                    .query_map(params_from_iter(case.floor_args.iter()), |r| r.get(0))?
+                    .query_map(params_from_iter(args.iter()), |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 Ok(ids.len())
             })?;

@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, ACTION_COLUMNS, ACTION_SELECT};
@@ -127,29 +128,143 @@ pub struct SnapshotVersion {
     pub snapshot: ActionSnapshot,
 }
 
-/// The person's words as FTS5 terms: each word quoted (so `AND`, `-`, `:` or quotes in
-/// it are plain text, never query syntax) and matched as a prefix. Joined with spaces
-/// they are one MATCH expression in which every term must match somewhere in the
-/// action's document, so "deploy canary" finds a title with one word and a timeline
-/// line with the other.
-pub fn fts_terms(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| w.replace('"', ""))
-        .filter(|w| w.chars().any(char::is_alphanumeric))
-        .map(|w| format!("\"{w}\"*"))
-        .collect()
+/// One of the person's words as an FTS5 prefix term, `"word"*`: quoted (so `AND`, `-`,
+/// `:` or quotes in it are plain text, never query syntax) and matched as a prefix.
+/// Words joined with spaces are one MATCH expression in which every word must match
+/// somewhere in the action's document, so "deploy canary" finds a title with one word
+/// and a timeline line with the other. None for a word with nothing to search by.
+/// `word_match` sends most words in another form that finds the same documents faster.
+fn prefix_term(word: &str) -> Option<String> {
+    let w = word.replace('"', "");
+    w.chars()
+        .any(char::is_alphanumeric)
+        .then(|| format!("\"{w}\"*"))
+}
+
+/// A prefix that expands into more index terms than this is sent as a prefix term
+/// (FTS5's own expansion): an OR of that many exact terms costs more than it saves.
+/// Enumerating one term costs one seek (about 1–10 ms at 1M documents, more for
+/// terms in more documents), so this also bounds what the expansion itself costs.
+pub(super) const MAX_EXPANSION: usize = 64;
+
+/// The index's own term list, read lazily: one row per instance of a term, in term
+/// order, so the first row at or after a string is one seek (the `row` and `col`
+/// kinds count a term's documents before returning it: a read of its whole doclist).
+/// A TEMP table: it lives in the connection, needs no migration, and is created on a
+/// read-only connection too.
+const TERMS_TABLE: &str =
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_terms USING fts5vocab(main, action_search, instance)";
+
+/// How unicode61 (the `action_search` tokenizer) splits and folds a word made of ASCII
+/// only: runs of letters and digits, lowercased; every other ASCII character separates.
+/// None for a word with other characters (their folding is the tokenizer's business,
+/// with its own Unicode tables), or without letters or digits.
+fn ascii_tokens(word: &str) -> Option<Vec<String>> {
+    if !word.is_ascii() {
+        return None;
+    }
+    let tokens: Vec<String> = word
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    (!tokens.is_empty()).then_some(tokens)
+}
+
+/// The index terms that begin with `prefix` (ASCII, folded), in order; None if there
+/// are more than [`MAX_EXPANSION`] or one is not UTF-8 text.
+fn terms_with_prefix(
+    conn: &rusqlite::Connection,
+    prefix: &str,
+) -> rusqlite::Result<Option<Vec<String>>> {
+    // Every term that begins with an ASCII prefix sorts (bytewise, as FTS5 orders them)
+    // at or after it and before the prefix with its last byte raised by one.
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1; // ASCII alphanumeric: stays below 0x80.
+    }
+    let end = String::from_utf8(end).unwrap_or_default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT term FROM temp.search_terms WHERE term >= ?1 AND term < ?2 LIMIT 1",
+    )?;
+    let mut terms: Vec<String> = Vec::new();
+    let mut from = prefix.to_owned();
+    loop {
+        let term: Option<Vec<u8>> = stmt
+            .query_row([from.as_str(), end.as_str()], |r| {
+                Ok(r.get_ref(0)?.as_bytes().ok().map(<[u8]>::to_vec))
+            })
+            .optional()?
+            .flatten();
+        let Some(term) = term else {
+            return Ok(Some(terms));
+        };
+        let Ok(term) = String::from_utf8(term) else {
+            return Ok(None);
+        };
+        if !term.starts_with(prefix) {
+            return Ok(Some(terms));
+        }
+        if terms.len() == MAX_EXPANSION {
+            return Ok(None);
+        }
+        // The next term after `term`: the smallest string above it is `term` followed by
+        // the lowest byte, and the tokenizer never puts a control character in a term
+        // (they separate words), so no term lies between `term` and `term + U+0001`.
+        from = format!("{term}\u{1}");
+        terms.push(term);
+    }
+}
+
+/// One word as a MATCH expression that finds the documents `"word"*` finds. FTS5
+/// answers a prefix term by first merging the whole document list of every term it
+/// matches (at 1M actions "prod"* merges 570,000 entries, 100+ ms) and only then
+/// walking it newest-first, with or without a rowid range. So the prefix is expanded
+/// here, through the index's term list, into exact terms, `("prod" OR "producer")`:
+/// exact terms are read lazily, newest first, and the walk stops after a page. A word
+/// of several tokens ("bench@countersign", "OPS-4471") is a phrase whose last token is
+/// the prefix, as FTS5 reads `"bench@countersign"*`. Words that are not plain ASCII,
+/// or whose prefix matches too many terms, stay prefix terms.
+fn word_match(conn: &rusqlite::Connection, word: &str) -> rusqlite::Result<Option<String>> {
+    let Some(fallback) = prefix_term(word) else {
+        return Ok(None);
+    };
+    let Some(mut tokens) = ascii_tokens(&word.replace('"', "")) else {
+        return Ok(Some(fallback));
+    };
+    let prefix = tokens.pop().unwrap_or_default();
+    let Some(terms) = terms_with_prefix(conn, &prefix)? else {
+        return Ok(Some(fallback));
+    };
+    if terms.is_empty() {
+        // Nothing in the index begins with it: the prefix term matches nothing, at once.
+        return Ok(Some(fallback));
+    }
+    let head: String = tokens.iter().map(|t| format!("{t} ")).collect();
+    // Terms are letters and digits (ASCII or not) from the tokenizer; a quote doubled
+    // all the same, so that no term can end the string.
+    let phrases: Vec<String> = terms
+        .iter()
+        .map(|t| format!("\"{head}{}\"", t.replace('"', "\"\"")))
+        .collect();
+    Ok(Some(if phrases.len() == 1 {
+        phrases.concat()
+    } else {
+        format!("({})", phrases.join(" OR "))
+    }))
 }
 
 /// The statement for one page of `q` (at most `limit` rows, plus one that tells whether
-/// there is more) and its parameters.
+/// there is more) and its parameters. `text` is `q.text` as a MATCH expression
+/// ([`Store::fts_match`]), None to browse.
 pub(super) fn history_sql(
     q: &HistoryQuery,
     limit: u32,
+    text: Option<String>,
 ) -> Result<(String, Vec<SqlValue>), StoreError> {
-    let terms = fts_terms(q.text.as_deref().unwrap_or_default());
     // Searching: rows come from the FTS5 table in rowid (= history key) order, and the
     // actions are looked up by key. Browsing: the actions' key indexes.
-    let key = if terms.is_empty() {
+    let key = if text.is_none() {
         "a.history_key"
     } else {
         "s.rowid"
@@ -160,8 +275,9 @@ pub(super) fn history_sql(
         args.len()
     };
     let mut sql_clauses: Vec<String> = Vec::new();
-    if !terms.is_empty() {
-        let n = arg(SqlValue::Text(terms.join(" ")));
+    let searching = text.is_some();
+    if let Some(text) = text {
+        let n = arg(SqlValue::Text(text));
         sql_clauses.push(format!("s.action_search MATCH ?{n}"));
     }
     // Always bounded above, once: the range is what lets each index (…, history_key)
@@ -205,7 +321,7 @@ pub(super) fn history_sql(
     }
     let n = arg(SqlValue::Integer(i64::from(limit) + 1));
     let filter = sql_clauses.join(" AND ");
-    let sql = if terms.is_empty() {
+    let sql = if !searching {
         format!("{ACTION_SELECT} WHERE {filter} ORDER BY a.history_key DESC LIMIT ?{n}")
     } else {
         // CROSS JOIN keeps the FTS5 table outermost: SQLite must not start from an
@@ -221,12 +337,40 @@ pub(super) fn history_sql(
 }
 
 impl Store {
+    /// The person's words as one FTS5 MATCH expression for `action_search` on `conn`:
+    /// every word must match, each as a prefix (see `prefix_term` and `word_match`).
+    /// None when there are no words to search by. Public, as a function of a
+    /// connection, for the benchmark's bare-SQL floor.
+    pub fn fts_match(conn: &rusqlite::Connection, text: &str) -> rusqlite::Result<Option<String>> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.iter().all(|w| prefix_term(w).is_none()) {
+            return Ok(None);
+        }
+        conn.execute_batch(TERMS_TABLE)?;
+        let mut parts = Vec::new();
+        for word in words {
+            if let Some(part) = word_match(conn, word)? {
+                parts.push(part);
+            }
+        }
+        // Explicit AND: FTS5 reads two phrases side by side as AND, but not a
+        // parenthesised OR next to a phrase (a syntax error).
+        Ok(Some(parts.join(" AND ")))
+    }
+
     /// One page of history, newest request first.
     pub fn history_page(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
         let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-        let (sql, args) = history_sql(q, limit)?;
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        // One read transaction: the terms a prefix expands into and the page are read
+        // from the same state of the index (another process may write between them).
+        let tx = conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let text = match q.text.as_deref() {
+            Some(text) => Self::fts_match(&tx, text).map_err(|e| self.err(e))?,
+            None => None,
+        };
+        let (sql, args) = history_sql(q, limit, text)?;
+        let mut stmt = tx.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(args))
             .map_err(|e| self.err(e))?;

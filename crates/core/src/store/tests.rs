@@ -896,6 +896,156 @@ fn search_pages_by_the_history_key_without_repeats_or_gaps() {
     ));
 }
 
+/// What FTS5 itself finds for the words as prefix terms (`"word"*` each, quotes taken
+/// out), newest first: what a search must find however it asks.
+fn prefix_search_ids(store: &Store, text: &str) -> Vec<String> {
+    let expr: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.replace('"', ""))
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .map(|w| format!("\"{w}\"*"))
+        .collect();
+    let conn = store.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT a.external_id FROM action_search s JOIN actions a ON a.history_key = s.rowid
+             WHERE action_search MATCH ?1 ORDER BY s.rowid DESC",
+        )
+        .unwrap();
+    stmt.query_map([expr.join(" ")], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Every page of `q`, in order.
+fn all_pages(store: &Store, mut q: HistoryQuery) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let page = store.history_page(&q).unwrap();
+        seen.extend(page.actions.into_iter().map(|a| a.key.external_id));
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+/// Prefixes are expanded into the index's terms (`history::word_match`); a search must
+/// find exactly what the prefix terms find, across pages, for words of one token or
+/// several, any case, words with quotes, words that are not ASCII, and prefixes of more
+/// terms than are expanded.
+#[test]
+fn expanded_prefixes_find_what_prefix_terms_find() {
+    let (_dir, store) = file_store();
+    let mut all = Vec::new();
+    let titles = [
+        "Deploy kiwi",
+        "Deploy kiwis to eu",
+        "Kiwifruit backfill",
+        "Rotate OPS-4471 keys",
+        "OPS 4471 spare, ops-5544",
+        "Zürich failover",
+        "zurich dry run",
+        "Restart kiwi-api",
+        "ki\"wi quoted",
+    ];
+    for (i, title) in titles.iter().enumerate() {
+        let mut r = remote(&format!("w{i}"), title, &[]);
+        r.action.snapshot.requested_at = t(i as i64);
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        all.push(r);
+    }
+    // More terms with one prefix than are expanded: "zeta000" … ("zeta"* stays a prefix
+    // term), each in one action, interleaved with the others in history.
+    for i in 0..history::MAX_EXPANSION + 6 {
+        let mut r = remote(&format!("z{i:03}"), &format!("Tune zeta{i:03}"), &[]);
+        r.action.snapshot.requested_at = t(100 + i as i64);
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        all.push(r);
+    }
+    store.apply_remote("prod", &all, t(0)).unwrap();
+
+    for words in [
+        "kiwi",
+        "KIW",
+        "ki",
+        "kiwif",
+        "deploy kiw",
+        "kiwi-",
+        "-kiwi",
+        "kiwi-a",
+        "ki\"wi",
+        "ops-44",
+        "OPS-4471",
+        "ops 4471",
+        "ops-5544 spare",
+        "zür",
+        "zur",
+        "zeta",
+        "zeta0",
+        "zeta06",
+        "tune zeta00",
+        "nosuch",
+        "kiwi nosuch",
+    ] {
+        let expected = prefix_search_ids(&store, words);
+        let q = HistoryQuery {
+            text: Some(words.into()),
+            limit: Some(4),
+            ..HistoryQuery::default()
+        };
+        assert_eq!(all_pages(&store, q), expected, "{words:?}");
+    }
+    // The cases that show the expansion is what is sent, and where it is not.
+    let conn = store.conn();
+    let expr = |t: &str| Store::fts_match(&conn, t).unwrap().unwrap();
+    assert_eq!(expr("KIW"), r#"("kiwi" OR "kiwifruit" OR "kiwis")"#);
+    assert_eq!(expr("ops-44 kiwis"), r#""ops 4471" AND "kiwis""#);
+    assert_eq!(expr("zeta"), r#""zeta"*"#, "more terms than expanded");
+    assert_eq!(expr("zeta00"), "(\"zeta000\" OR \"zeta001\" OR \"zeta002\" OR \"zeta003\" OR \"zeta004\" OR \"zeta005\" OR \"zeta006\" OR \"zeta007\" OR \"zeta008\" OR \"zeta009\")");
+    assert_eq!(expr("zür"), r#""zür"*"#, "not ASCII: FTS5 folds it");
+    assert_eq!(expr("nosuch"), r#""nosuch"*"#);
+    assert_eq!(Store::fts_match(&conn, " \" * - ").unwrap(), None);
+}
+
+/// A word found only far back in history, under pages of newer matches of the same
+/// prefix, is found, on the last page, without repeats or gaps.
+#[test]
+fn an_expanded_search_pages_down_to_old_history() {
+    let (_dir, store) = file_store();
+    let mut all = Vec::new();
+    for i in 0..120 {
+        let title = match i {
+            0 => "Deploy walrusfish",
+            _ if i % 2 == 0 => "Deploy walrus",
+            _ => "Deploy walruses",
+        };
+        let mut r = remote(&format!("p{i:03}"), title, &[]);
+        r.action.snapshot.requested_at = t(i64::from(i) / 2); // twos share a time
+        r.action = PendingAction::new(r.action.key.clone(), r.action.snapshot);
+        all.push(r);
+    }
+    store.apply_remote("prod", &all, t(0)).unwrap();
+    let search = |words: &str| {
+        all_pages(
+            &store,
+            HistoryQuery {
+                text: Some(words.into()),
+                limit: Some(7),
+                ..HistoryQuery::default()
+            },
+        )
+    };
+    let walrus = search("walr");
+    assert_eq!(walrus.len(), 120);
+    assert_eq!(walrus, prefix_search_ids(&store, "walr"));
+    assert_eq!(walrus.last().map(String::as_str), Some("p000"));
+    assert_eq!(search("walrusf"), ["p000"]);
+    assert_eq!(search("deploy walrusf"), ["p000"]);
+    assert_eq!(search("walruse").len(), 60);
+}
+
 /// Every filter shape the window sends reads an index in history order: no sorting of
 /// all matches, no per-row MATCH.
 #[test]
@@ -944,7 +1094,11 @@ fn history_queries_read_indexes_in_order_without_sorting() {
     ];
     let conn = store.conn();
     for case in &cases {
-        let (sql, args) = history::history_sql(case, 100).unwrap();
+        let text = case
+            .text
+            .as_deref()
+            .and_then(|t| Store::fts_match(&conn, t).unwrap());
+        let (sql, args) = history::history_sql(case, 100, text).unwrap();
         // One upper bound (the lower of cursor and end date): of two `<` terms SQLite
         // would start the range at one and filter every newer row by the other.
         assert_eq!(sql.matches(" < ?").count(), 1, "{case:?}: {sql}");
