@@ -174,16 +174,29 @@ pub(crate) fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, B
     })
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare from APIs; treated as absent).
+/// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110 §10.2.3; proxies and CDNs
+/// send that form), read against the clock now: a header is read as it arrives.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
+    retry_after_at(headers, chrono::Utc::now())
+}
+
+/// [`retry_after`] at `now`: a date in the past is no wait; an unreadable value is absent.
+fn retry_after_at(headers: &HeaderMap, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is RFC 2822 syntax with the GMT zone.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Maps the statuses every backend treats alike; `None` leaves the answer to the caller.
@@ -261,6 +274,32 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T17:00:00Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .expect("a valid instant");
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                reqwest::header::RETRY_AFTER,
+                value.parse().expect("a header value"),
+            );
+            retry_after_at(&headers, now)
+        };
+        assert_eq!(with("120"), Some(Duration::from_secs(120)));
+        assert_eq!(with(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            with("Wed, 25 Nov 2026 17:01:30 GMT"),
+            Some(Duration::from_secs(90))
+        );
+        // Already past: retry now, not never.
+        assert_eq!(with("Wed, 25 Nov 2026 16:59:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-5"), None);
+        assert_eq!(retry_after_at(&HeaderMap::new(), now), None);
+    }
 
     #[test]
     fn ids_are_encoded_as_one_path_segment() {
