@@ -234,13 +234,8 @@ async fn retry_after_is_honoured_measured_on_the_servers_clock() {
         );
         assert!(next.path.starts_with("/v1/actions"), "{}", next.path);
     }
-    run.until(Duration::from_secs(15), "slow ok again", |s| {
-        s.backend_statuses()
-            .unwrap()
-            .iter()
-            .any(|b| b.name == "slow" && b.status == "ok")
-    })
-    .await;
+    run.until_status(Duration::from_secs(15), "slow", "ok")
+        .await;
     run.stop().await;
 }
 

@@ -862,13 +862,8 @@ async fn an_events_socket_that_never_answers_auth_degrades_the_backend_until_one
     })
     .await;
     let upgrade = pf.next_request("/api/events/out").await;
-    run.until(Duration::from_secs(20), "pf degraded", |s| {
-        s.backend_statuses()
-            .unwrap()
-            .iter()
-            .any(|b| b.name == PF && b.status == "degraded")
-    })
-    .await;
+    run.until_status(Duration::from_secs(20), PF, "degraded")
+        .await;
     let status = run.status(PF);
     let error = status.last_error.clone().unwrap_or_default();
     assert_eq!(
@@ -904,17 +899,7 @@ async fn an_events_socket_that_never_answers_auth_degrades_the_backend_until_one
 
     pf.world.lock().unwrap().auth_hangs = false;
     let conn = pf.socket().await;
-    run.until(
-        Duration::from_secs(20),
-        "pf ok once a socket is authenticated",
-        |s| {
-            s.backend_statuses()
-                .unwrap()
-                .iter()
-                .any(|b| b.name == PF && b.status == "ok")
-        },
-    )
-    .await;
+    run.until_status(Duration::from_secs(20), PF, "ok").await;
     pf.pause("r2");
     conn.event("r2");
     // Through the socket: its event becomes the resume point.
@@ -943,13 +928,8 @@ async fn a_429_on_the_websocket_upgrade_waits_out_its_retry_after() {
     rig.add(prefect_config(pf.url()), limits());
     let mut run = rig.start();
     let limited = pf.next_request("/api/events/out").await;
-    run.until(Duration::from_secs(15), "pf rate limited", |s| {
-        s.backend_statuses()
-            .unwrap()
-            .iter()
-            .any(|b| b.name == PF && b.status == "degraded")
-    })
-    .await;
+    run.until_status(Duration::from_secs(15), PF, "degraded")
+        .await;
     let status = run.status(PF);
     let error = status.last_error.clone().unwrap_or_default();
     assert_eq!(
@@ -977,13 +957,7 @@ async fn a_429_on_the_websocket_upgrade_waits_out_its_retry_after() {
         next.at - limited.at
     );
     let conn = pf.socket().await;
-    run.until(Duration::from_secs(15), "pf ok with its socket", |s| {
-        s.backend_statuses()
-            .unwrap()
-            .iter()
-            .any(|b| b.name == PF && b.status == "ok")
-    })
-    .await;
+    run.until_status(Duration::from_secs(15), PF, "ok").await;
     pf.pause("r1");
     conn.event("r1");
     let event = Some(pf.current_state("r1"));

@@ -437,6 +437,18 @@ impl Running {
         until(&mut self.changes, within, what, || cond(store)).await;
     }
 
+    /// Waits (with a deadline) until backend `name` has `status` (`ok`, `degraded`).
+    pub async fn until_status(&mut self, within: Duration, name: &str, status: &str) {
+        let what = format!("{name} {status}");
+        self.until(within, &what, |s| {
+            s.backend_statuses()
+                .unwrap()
+                .iter()
+                .any(|b| b.name == name && b.status == status)
+        })
+        .await;
+    }
+
     /// One backend's health as the store has it.
     pub fn status(&self, name: &str) -> BackendStatus {
         self.store
